@@ -1,0 +1,180 @@
+//! The one error type of the API, the JSON envelope, and the JSON extractor
+//! that turns every malformed request into that envelope.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::plugins::{CallError, InvokeError};
+use crate::workers::WorkerError;
+
+/// The success envelope: `{"success": true, "data": ...}`.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T> {
+    success: bool,
+    data: T,
+}
+
+/// Wraps `data` in the success envelope with status 200.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    (StatusCode::OK, Json(Envelope { success: true, data })).into_response()
+}
+
+/// Wraps `data` in the success envelope with status 201.
+pub fn created<T: Serialize>(data: T) -> Response {
+    (StatusCode::CREATED, Json(Envelope { success: true, data })).into_response()
+}
+
+/// The error body: `{"success": false, "error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    success: bool,
+    /// What went wrong.
+    error: ErrorBody,
+}
+
+/// The `error` member of [`ErrorEnvelope`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`.
+    code: String,
+    /// One sentence for people.
+    message: String,
+}
+
+/// Every way a request can fail, each with its HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 404 for a missing resource.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 422 for a well-formed request with a value that is not allowed.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    /// 500; the detail goes to the log, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; the host log has the details",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorEnvelope {
+            success: false,
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        let code = match status {
+            StatusCode::BAD_REQUEST => "invalid_json",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+            _ => "bad_request",
+        };
+        let message = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "expected a request with `Content-Type: application/json`".to_owned()
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => format!(
+                "request body is larger than the limit of {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+            _ => rejection.body_text(),
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl From<WorkerError> for ApiError {
+    fn from(err: WorkerError) -> Self {
+        match err {
+            WorkerError::Invalid { .. } => Self::invalid(err.to_string()),
+            WorkerError::AlreadyExists(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
+            WorkerError::NotFound(_) => Self::not_found(err.to_string()),
+            WorkerError::Store(store) => Self::internal(store),
+        }
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(err: InvokeError) -> Self {
+        let message = err.to_string();
+        match err {
+            InvokeError::NotFound { .. } | InvokeError::UnknownCapability { .. } => {
+                Self::not_found(message)
+            }
+            InvokeError::Call(call) => {
+                let status = match &call {
+                    CallError::Plugin { kind, .. }
+                        if *kind == "invalid-input" || *kind == "unsupported" =>
+                    {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                    CallError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    CallError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                Self::new(status, call.code(), message)
+            }
+        }
+    }
+}
+
+/// A JSON body whose every failure (bad syntax, wrong content type, wrong
+/// types, missing or unknown fields, too large) becomes an [`ApiError`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}

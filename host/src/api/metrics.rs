@@ -1,0 +1,125 @@
+//! Request counters and the two renderings of `/metrics`: JSON in the
+//! envelope, and the Prometheus (OpenMetrics) text format.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use axum::http::{Method, StatusCode};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::plugins::PluginTotals;
+
+/// Requests served, by method, route template and status.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    counts: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+impl HttpStats {
+    /// Counts one answered request. Unmatched paths share one label so that
+    /// scanners cannot blow up the number of series.
+    pub fn record(&self, method: &Method, route: Option<&str>, status: StatusCode) {
+        let key = (
+            method.as_str().to_owned(),
+            route.unwrap_or("unmatched").to_owned(),
+            status.as_u16(),
+        );
+        *self
+            .counts
+            .lock()
+            .expect("http stats poisoned")
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, String, u16), u64> {
+        self.counts.lock().expect("http stats poisoned").clone()
+    }
+}
+
+/// Everything `/metrics` reports, gathered at one moment.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSnapshot {
+    /// Seconds since the host started.
+    pub uptime_seconds: f64,
+    /// Registered workers.
+    pub workers: u64,
+    /// Plugin totals.
+    pub plugins: PluginTotals,
+    /// HTTP requests answered.
+    pub http: HttpMetrics,
+}
+
+/// HTTP counters in the JSON rendering.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpMetrics {
+    /// All requests answered.
+    pub requests: u64,
+    /// Requests by status code.
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+impl MetricsSnapshot {
+    /// Gathers the numbers.
+    pub fn gather(uptime_seconds: f64, workers: u64, plugins: PluginTotals, http: &HttpStats) -> (Self, BTreeMap<(String, String, u16), u64>) {
+        let requests = http.snapshot();
+        let mut by_status = BTreeMap::new();
+        for ((_, _, status), count) in &requests {
+            *by_status.entry(*status).or_default() += count;
+        }
+        let snapshot = Self {
+            uptime_seconds,
+            workers,
+            plugins,
+            http: HttpMetrics {
+                requests: requests.values().sum(),
+                by_status,
+            },
+        };
+        (snapshot, requests)
+    }
+
+    /// The OpenMetrics text exposition, which Prometheus scrapes natively.
+    pub fn to_prometheus(&self, requests: &BTreeMap<(String, String, u16), u64>) -> String {
+        let mut registry = Registry::with_prefix("autoagent");
+        let gauge = |value: f64| {
+            let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            gauge.set(value);
+            gauge
+        };
+        let counter = |value: u64| {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            counter
+        };
+        registry.register("uptime_seconds", "Seconds since the host started", gauge(self.uptime_seconds));
+        registry.register("workers", "Registered workers", gauge(self.workers as f64));
+        registry.register("plugins_loaded", "Plugins serving calls", gauge(self.plugins.loaded as f64));
+        registry.register("plugins_failed", "Plugins whose last load failed", gauge(self.plugins.failed as f64));
+        registry.register("plugin_calls", "Plugin calls made", counter(self.plugins.calls));
+        registry.register("plugin_call_failures", "Plugin calls that failed", counter(self.plugins.failures));
+        let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        seconds.inc_by(self.plugins.call_seconds);
+        registry.register("plugin_call_seconds", "Time spent in plugin calls", seconds);
+        let http = Family::<Vec<(String, String)>, Counter>::default();
+        for ((method, route, status), count) in requests {
+            let labels = vec![
+                ("method".to_owned(), method.clone()),
+                ("route".to_owned(), route.clone()),
+                ("status".to_owned(), status.to_string()),
+            ];
+            http.get_or_create(&labels).inc_by(*count);
+        }
+        registry.register("http_requests", "HTTP requests answered", http);
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("writing to a String cannot fail");
+        text
+    }
+}

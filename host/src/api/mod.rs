@@ -1,0 +1,103 @@
+//! The HTTP API under `/api/autoagents-management/v1`.
+//!
+//! Handlers only translate: they take typed input through [`ApiJson`] and
+//! path/query extractors, call one domain module, and wrap the answer in the
+//! envelope. Every error, ours or axum's, leaves as an [`ApiError`] envelope.
+//! Routes are registered together with their OpenAPI description, so the
+//! document served at `/openapi.json` lists every route there is.
+
+mod error;
+mod metrics;
+mod plugins;
+mod system;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::App;
+
+pub use error::{ApiError, ApiJson, ErrorEnvelope};
+pub use metrics::HttpStats;
+
+/// Where every route lives.
+pub const BASE_PATH: &str = "/api/autoagents-management/v1";
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "AutoAgent management API",
+        description = "Workers, tasks, plugins, status and metrics of an AutoAgent host. \
+                       Every response is wrapped in `{\"success\": true, \"data\": ...}`; \
+                       every error is `{\"success\": false, \"error\": {\"code\", \"message\"}}`."
+    ),
+    servers((url = "/api/autoagents-management/v1")),
+    components(schemas(ErrorEnvelope))
+)]
+struct ApiDoc;
+
+/// The whole API as one router, ready to serve.
+pub fn router(app: Arc<App>) -> Router {
+    let (routes, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(workers::routes())
+        .merge(plugins::routes())
+        .merge(system::routes())
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    let routes = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .nest(BASE_PATH, routes)
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .with_state(app)
+}
+
+async fn unknown_route(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::error!(%method, route = route.as_deref().unwrap_or("-"), status = status.as_u16(), "request failed");
+    }
+    app.http.record(&method, route.as_deref(), status);
+    response
+}

@@ -1,0 +1,190 @@
+//! `/status` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ok};
+use super::metrics::MetricsSnapshot;
+use crate::App;
+use crate::clock::Timestamp;
+
+pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+}
+
+/// `GET /status`, in exactly the shape of the user's guide.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    timestamp: Timestamp,
+    version: &'static str,
+    components: Components,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Components {
+    worker_automation: WorkerAutomation,
+    action_plan_automation: ActionPlanAutomation,
+    auto_recovery_system: AutoRecoverySystem,
+}
+
+/// `running` for a component that works; `unavailable` for one this build
+/// does not have yet.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ComponentStatus {
+    Running,
+    Unavailable,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct WorkerAutomation {
+    status: ComponentStatus,
+    workers: u64,
+    active_tasks: u64,
+    performance: TaskPerformance,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct TaskPerformance {
+    total_tasks: u64,
+    completed_tasks: u64,
+    success_rate: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ActionPlanAutomation {
+    status: ComponentStatus,
+    total_plans: u64,
+    active_plans: u64,
+    performance: PlanPerformance,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct PlanPerformance {
+    success_rate: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AutoRecoverySystem {
+    status: ComponentStatus,
+    total_incidents: u64,
+    active_incidents: u64,
+    performance: RecoveryPerformance,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RecoveryPerformance {
+    auto_recovered: u64,
+    success_rate: f64,
+}
+
+/// The state of the three automation systems.
+#[utoipa::path(
+    get, path = "/status", tag = "system",
+    responses((status = 200, description = "`data` is the status", body = Status))
+)]
+async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let workers = app.workers.count()?;
+    // Tasks, plans and incidents arrive with their own modules; until then
+    // their numbers are zeros and their components say `unavailable`.
+    Ok(ok(Status {
+        timestamp: Timestamp::now(),
+        version: env!("CARGO_PKG_VERSION"),
+        components: Components {
+            worker_automation: WorkerAutomation {
+                status: ComponentStatus::Running,
+                workers,
+                active_tasks: 0,
+                performance: TaskPerformance {
+                    total_tasks: 0,
+                    completed_tasks: 0,
+                    success_rate: 0.0,
+                },
+            },
+            action_plan_automation: ActionPlanAutomation {
+                status: ComponentStatus::Unavailable,
+                total_plans: 0,
+                active_plans: 0,
+                performance: PlanPerformance { success_rate: 0.0 },
+            },
+            auto_recovery_system: AutoRecoverySystem {
+                status: ComponentStatus::Unavailable,
+                total_incidents: 0,
+                active_incidents: 0,
+                performance: RecoveryPerformance {
+                    auto_recovered: 0,
+                    success_rate: 0.0,
+                },
+            },
+        },
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct MetricsQuery {
+    /// `json` (the default) or `prometheus`.
+    format: Option<String>,
+}
+
+/// Counters and gauges, as JSON or in the Prometheus text format
+/// (`?format=prometheus` or `Accept: text/plain`).
+#[utoipa::path(
+    get, path = "/metrics", tag = "system",
+    params(MetricsQuery),
+    responses(
+        (status = 200, description = "`data` is the metrics; or OpenMetrics text", body = MetricsSnapshot),
+        (status = 422, description = "Unknown format", body = super::ErrorEnvelope),
+    )
+)]
+async fn metrics(
+    State(app): State<Arc<App>>,
+    Query(query): Query<MetricsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let wants_text = match query.format.as_deref() {
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| {
+                accept.contains("text/plain") || accept.contains("application/openmetrics-text")
+            }),
+        Some("prometheus") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "unknown format {other:?}; use `json` or `prometheus`"
+            )));
+        }
+    };
+    let (snapshot, requests) = MetricsSnapshot::gather(
+        app.started.elapsed().as_secs_f64(),
+        app.workers.count()?,
+        app.plugins.totals(),
+        &app.http,
+    );
+    if wants_text {
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        return Ok((
+            [(header::CONTENT_TYPE, content_type)],
+            snapshot.to_prometheus(&requests),
+        )
+            .into_response());
+    }
+    Ok(ok(snapshot))
+}

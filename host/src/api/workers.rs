@@ -1,0 +1,67 @@
+//! `/workers`: register, list and look up workers.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiJson, created, ok};
+use crate::App;
+use crate::workers::{NewWorker, WorkerView, resolve};
+
+pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(register_worker, list_workers))
+        .routes(routes!(get_worker))
+}
+
+/// Registers a worker.
+#[utoipa::path(
+    post, path = "/workers", tag = "workers",
+    request_body = NewWorker,
+    responses(
+        (status = 201, description = "Registered; `data` is the worker", body = WorkerView),
+        (status = 409, description = "The id is taken", body = super::ErrorEnvelope),
+        (status = 422, description = "A field is missing or not allowed", body = super::ErrorEnvelope),
+    )
+)]
+async fn register_worker(
+    State(app): State<Arc<App>>,
+    ApiJson(new): ApiJson<NewWorker>,
+) -> Result<Response, ApiError> {
+    let worker = app.workers.register(new).await?;
+    Ok(created(resolve(worker, &app.plugins)))
+}
+
+/// Lists every worker, each capability resolved to the plugin serving it.
+#[utoipa::path(
+    get, path = "/workers", tag = "workers",
+    responses((status = 200, description = "`data` is the list of workers", body = Vec<WorkerView>))
+)]
+async fn list_workers(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let workers = app.workers.list()?;
+    let views: Vec<WorkerView> = workers
+        .into_iter()
+        .map(|worker| resolve(worker, &app.plugins))
+        .collect();
+    Ok(ok(views))
+}
+
+/// One worker.
+#[utoipa::path(
+    get, path = "/workers/{id}", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 200, description = "`data` is the worker", body = WorkerView),
+        (status = 404, description = "No such worker", body = super::ErrorEnvelope),
+    )
+)]
+async fn get_worker(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let worker = app.workers.get(&id)?;
+    Ok(ok(resolve(worker, &app.plugins)))
+}

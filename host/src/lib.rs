@@ -1,0 +1,92 @@
+//! The AutoAgent host: an automation server whose workers, health checks and
+//! recovery strategies are sandboxed WebAssembly plugins.
+//!
+//! Start reading at [`App`], which wires the domain modules together, and at
+//! [`server::serve`], which puts them behind HTTP. `ARCHITECTURE.md` at the
+//! repository root has the map.
+
+pub mod api;
+pub mod clock;
+pub mod logging;
+pub mod plugins;
+pub mod server;
+pub mod store;
+pub mod workers;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use plugins::{Plugins, RuntimeConfig};
+use store::{RedbBackend, Store};
+use workers::Workers;
+
+/// Name of the database file inside the data directory.
+pub const DATABASE_FILE: &str = "autoagent.redb";
+
+/// Where the host keeps its state.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Holds the redb file and the `plugins/<team>/<name>/` folders.
+    pub data_dir: PathBuf,
+    /// Sizes of the plugin runtime's pools.
+    pub runtime: RuntimeConfig,
+}
+
+impl AppConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// Every domain module of one running host.
+pub struct App {
+    /// Durable state.
+    pub store: Store,
+    /// Registered workers.
+    pub workers: Workers,
+    /// Loaded plugins and the sandbox that runs them.
+    pub plugins: Plugins,
+    /// HTTP counters for `/metrics`.
+    pub http: api::HttpStats,
+    /// When the host started.
+    pub started: Instant,
+}
+
+impl App {
+    /// Opens the store, loads the bundled plugins and those under
+    /// `<data_dir>/plugins`. A plugin folder that fails to load is logged and
+    /// listed as failed; it does not stop the host.
+    pub async fn open(config: &AppConfig) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+            anyhow::anyhow!("cannot create data directory {}: {err}", config.data_dir.display())
+        })?;
+        let db_path = config.data_dir.join(DATABASE_FILE);
+        let backend = RedbBackend::open(&db_path)
+            .map_err(|err| anyhow::anyhow!("cannot open {}: {err}", db_path.display()))?;
+        let store = Store::new(Arc::new(backend));
+        let plugins = Plugins::new(&config.runtime, &store)
+            .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
+        plugins
+            .load_bundled()
+            .await
+            .map_err(|err| anyhow::anyhow!("a bundled plugin failed to load: {err}"))?;
+        plugins.load_directory(&plugin_root(&config.data_dir)).await;
+        Ok(Arc::new(Self {
+            workers: Workers::new(&store),
+            plugins,
+            store,
+            http: api::HttpStats::default(),
+            started: Instant::now(),
+        }))
+    }
+}
+
+/// Where plugin folders live inside a data directory.
+pub fn plugin_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("plugins")
+}

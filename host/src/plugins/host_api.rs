@@ -1,0 +1,183 @@
+//! What a plugin may ask of the host: the imports of world `host-imports`.
+//!
+//! Each import checks the calling plugin's manifest first; anything not
+//! granted is refused with an error the plugin can read, and logged.
+
+use std::sync::Arc;
+
+use super::manifest::Manifest;
+use super::runtime::CallState;
+use super::runtime::bindings::capability::autoagent::plugin::types as wit_types;
+use super::runtime::bindings::imports::autoagent::plugin::{commands, config, kv, log};
+use super::state::{PluginState, StateError};
+
+/// Who a call is for and what its plugin may do.
+#[derive(Clone)]
+pub struct HostContext {
+    /// The plugin's manifest: its identity and grants.
+    pub manifest: Arc<Manifest>,
+    /// Unique id of the call, in every log line it causes.
+    pub call_id: String,
+    /// Worker the call runs for, if any.
+    pub worker_id: Option<String>,
+    /// Task, execution or incident the call serves, if any.
+    pub subject_id: Option<String>,
+    /// Where key-value state lives.
+    pub state: Arc<PluginState>,
+}
+
+impl HostContext {
+    pub(super) fn wit_context(&self) -> wit_types::CallContext {
+        wit_types::CallContext {
+            team: self.manifest.team.clone(),
+            plugin: self.manifest.name.clone(),
+            call_id: self.call_id.clone(),
+            worker_id: self.worker_id.clone(),
+            subject_id: self.subject_id.clone(),
+        }
+    }
+
+    fn team(&self) -> &str {
+        &self.manifest.team
+    }
+
+    fn plugin(&self) -> &str {
+        &self.manifest.name
+    }
+
+    fn kv_quota(&self) -> Result<u64, kv::KvError> {
+        self.manifest.permissions.kv_quota_bytes.ok_or_else(|| {
+            tracing::warn!(
+                team = self.team(),
+                plugin = self.plugin(),
+                call_id = %self.call_id,
+                "plugin denied key-value state: not granted"
+            );
+            kv::KvError::Denied("key-value state is not granted in plugin.toml".into())
+        })
+    }
+}
+
+fn kv_error(err: StateError) -> kv::KvError {
+    match err {
+        StateError::Denied => kv::KvError::Denied(err.to_string()),
+        StateError::QuotaExceeded { .. } => kv::KvError::QuotaExceeded(err.to_string()),
+        StateError::BadKey => kv::KvError::Denied(err.to_string()),
+        StateError::Store(_) => kv::KvError::Storage(err.to_string()),
+    }
+}
+
+impl log::Host for CallState {
+    async fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+        let host = &self.host;
+        let fields = fields
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "plugin",
+                    $level,
+                    team = host.team(),
+                    plugin = host.plugin(),
+                    call_id = %host.call_id,
+                    worker_id = host.worker_id.as_deref(),
+                    subject_id = host.subject_id.as_deref(),
+                    "{message} {fields}"
+                )
+            };
+        }
+        match level {
+            log::Level::Trace => emit!(tracing::Level::TRACE),
+            log::Level::Debug => emit!(tracing::Level::DEBUG),
+            log::Level::Info => emit!(tracing::Level::INFO),
+            log::Level::Warn => emit!(tracing::Level::WARN),
+            log::Level::Error => emit!(tracing::Level::ERROR),
+        }
+    }
+}
+
+impl kv::Host for CallState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
+        let host = &self.host;
+        host.kv_quota()?;
+        host.state
+            .get(host.team(), host.plugin(), &key)
+            .map_err(kv_error)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
+        let host = &self.host;
+        let quota = host.kv_quota()?;
+        host.state
+            .write(host.team(), host.plugin(), quota, &key, Some(value))
+            .await
+            .map_err(|err| {
+                tracing::warn!(
+                    team = host.team(),
+                    plugin = host.plugin(),
+                    call_id = %host.call_id,
+                    error = %err,
+                    "plugin key-value write refused"
+                );
+                kv_error(err)
+            })
+    }
+
+    async fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
+        let host = &self.host;
+        let quota = host.kv_quota()?;
+        host.state
+            .write(host.team(), host.plugin(), quota, &key, None)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, kv::KvError> {
+        let host = &self.host;
+        host.kv_quota()?;
+        host.state
+            .keys(host.team(), host.plugin(), &prefix)
+            .map_err(kv_error)
+    }
+}
+
+impl config::Host for CallState {
+    async fn get(&mut self, key: String) -> Result<Option<String>, String> {
+        let host = &self.host;
+        host.manifest.granted_config(&key).ok_or_else(|| {
+            tracing::warn!(
+                team = host.team(),
+                plugin = host.plugin(),
+                call_id = %host.call_id,
+                key = %key,
+                "plugin denied config key: not granted"
+            );
+            format!("config key {key:?} is not granted in plugin.toml")
+        })
+    }
+}
+
+impl commands::Host for CallState {
+    async fn run(
+        &mut self,
+        program: String,
+        _args: Vec<String>,
+    ) -> Result<commands::CommandOutput, String> {
+        // Running programs is declared in the contract but not yet granted to
+        // any plugin: every request is refused, and said so.
+        let host = &self.host;
+        tracing::warn!(
+            team = host.team(),
+            plugin = host.plugin(),
+            call_id = %host.call_id,
+            program = %program,
+            "plugin denied command: running programs is not enabled on this host"
+        );
+        Err(format!(
+            "running {program:?} is denied: this host does not grant commands yet"
+        ))
+    }
+}

@@ -1,0 +1,328 @@
+//! `plugin.toml`: what a plugin is, what it may do and what it may use.
+//!
+//! Anything the manifest does not grant is denied. Parsing is strict: an
+//! unknown key is an error, so a typo cannot silently drop a limit.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The three plugin kinds, one WIT world each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    /// Gives workers capabilities; world `capability`.
+    Capability,
+    /// Tells whether a service is healthy; world `health-check`.
+    HealthCheck,
+    /// Repairs a service; world `recovery-strategy`.
+    RecoveryStrategy,
+}
+
+impl PluginKind {
+    /// The WIT world a plugin of this kind must target.
+    pub fn world(self) -> &'static str {
+        match self {
+            Self::Capability => "capability",
+            Self::HealthCheck => "health-check",
+            Self::RecoveryStrategy => "recovery-strategy",
+        }
+    }
+}
+
+/// A parsed and validated `plugin.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Manifest {
+    /// Plugin name, unique within its team.
+    pub name: String,
+    /// Semantic version of this build.
+    pub version: String,
+    /// Which world the component targets.
+    pub kind: PluginKind,
+    /// Owning team.
+    pub team: String,
+    /// One line for operators.
+    #[serde(default)]
+    pub description: String,
+    /// Capabilities a capability plugin promises to offer.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// What the plugin may use; absent means nothing.
+    #[serde(default)]
+    pub permissions: Permissions,
+    /// How much the plugin may take per call.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Values the plugin reads through the `config` import, if granted.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// Grants. Each is denied unless given here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Permissions {
+    /// Key-value state with this many bytes of keys and values at most.
+    pub kv_quota_bytes: Option<u64>,
+    /// Keys of `[config]` the plugin may read.
+    #[serde(default)]
+    pub config_keys: Vec<String>,
+    /// Hosts outbound HTTP may reach.
+    #[serde(default)]
+    pub http_hosts: Vec<String>,
+    /// Local programs the plugin may run.
+    #[serde(default)]
+    pub commands: Vec<CommandGrant>,
+}
+
+/// One program a plugin may run, with the arguments it may pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CommandGrant {
+    /// Absolute path of the program.
+    pub program: String,
+    /// Allowed arguments, in order.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// Per-call limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory a call may grow to, in MiB.
+    pub memory_mib: u64,
+    /// Wall-clock time a call may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Calls of this plugin that may run at once; more wait their turn.
+    pub max_concurrent_calls: u32,
+    /// Largest output a call may return, in bytes.
+    pub max_output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            timeout_ms: 5_000,
+            max_concurrent_calls: 16,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Ceilings no manifest may exceed; the engine's pools are sized for them.
+pub const MAX_MEMORY_MIB: u64 = 1024;
+/// Longest time limit a manifest may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// Most concurrent calls a manifest may ask for.
+pub const MAX_CONCURRENT_CALLS: u32 = 256;
+/// Largest output a manifest may allow.
+pub const MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
+/// A manifest that cannot be used, naming the field at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ManifestError {
+    /// Not TOML, a wrong type, a missing or unknown key.
+    #[error("plugin.toml: {0}")]
+    Syntax(String),
+    /// A well-formed value that is not allowed.
+    #[error("plugin.toml: `{field}` {message}")]
+    Invalid {
+        /// Dotted path of the key.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Manifest {
+    /// Parses and validates a manifest.
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let manifest: Self =
+            toml::from_str(text).map_err(|err| ManifestError::Syntax(one_line(&err.to_string())))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        let invalid = |field, message: &str| {
+            Err(ManifestError::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if !is_identifier(&self.name) {
+            return invalid("name", IDENTIFIER_RULE);
+        }
+        if !is_identifier(&self.team) {
+            return invalid("team", IDENTIFIER_RULE);
+        }
+        if semver::Version::parse(&self.version).is_err() {
+            return invalid("version", "must be a semantic version such as 1.2.3");
+        }
+        match self.kind {
+            PluginKind::Capability if self.capabilities.is_empty() => {
+                return invalid("capabilities", "must list at least one capability");
+            }
+            PluginKind::HealthCheck | PluginKind::RecoveryStrategy
+                if !self.capabilities.is_empty() =>
+            {
+                return invalid("capabilities", "is only for capability plugins");
+            }
+            _ => {}
+        }
+        if let Some(bad) = self.capabilities.iter().find(|c| !is_identifier(c)) {
+            return Err(ManifestError::Invalid {
+                field: "capabilities",
+                message: format!("has {bad:?}, which {IDENTIFIER_RULE}"),
+            });
+        }
+        if let Some(key) = self
+            .permissions
+            .config_keys
+            .iter()
+            .find(|key| !self.config.contains_key(*key))
+        {
+            return Err(ManifestError::Invalid {
+                field: "permissions.config-keys",
+                message: format!("grants {key:?}, which [config] does not define"),
+            });
+        }
+        if let Some((key, _)) = self.config.iter().find(|(_, value)| config_text(value).is_none()) {
+            return Err(ManifestError::Invalid {
+                field: "config",
+                message: format!("has {key:?} that is not a string, number or boolean"),
+            });
+        }
+        if let Some(grant) = self
+            .permissions
+            .commands
+            .iter()
+            .find(|grant| !grant.program.starts_with('/'))
+        {
+            return Err(ManifestError::Invalid {
+                field: "permissions.commands",
+                message: format!("has {:?}, which is not an absolute path", grant.program),
+            });
+        }
+        // Declared in the contract, granted by a later release: refuse them
+        // rather than accept a grant this host would not honour.
+        if !self.permissions.commands.is_empty() {
+            return invalid(
+                "permissions.commands",
+                "is not supported by this host yet; leave it empty",
+            );
+        }
+        if !self.permissions.http_hosts.is_empty() {
+            return invalid(
+                "permissions.http-hosts",
+                "is not supported by this host yet; leave it empty",
+            );
+        }
+        let limits = &self.limits;
+        if !(1..=MAX_MEMORY_MIB).contains(&limits.memory_mib) {
+            return invalid("limits.memory-mib", &format!("must be 1 to {MAX_MEMORY_MIB}"));
+        }
+        if !(1..=MAX_TIMEOUT_MS).contains(&limits.timeout_ms) {
+            return invalid("limits.timeout-ms", &format!("must be 1 to {MAX_TIMEOUT_MS}"));
+        }
+        if !(1..=MAX_CONCURRENT_CALLS).contains(&limits.max_concurrent_calls) {
+            return invalid(
+                "limits.max-concurrent-calls",
+                &format!("must be 1 to {MAX_CONCURRENT_CALLS}"),
+            );
+        }
+        if !(1..=MAX_OUTPUT_BYTES).contains(&limits.max_output_bytes) {
+            return invalid(
+                "limits.max-output-bytes",
+                &format!("must be 1 to {MAX_OUTPUT_BYTES}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The text value of a granted config key, or `None` if not granted.
+    pub fn granted_config(&self, key: &str) -> Option<Option<String>> {
+        if !self.permissions.config_keys.iter().any(|k| k == key) {
+            return None;
+        }
+        Some(self.config.get(key).and_then(config_text))
+    }
+}
+
+const IDENTIFIER_RULE: &str =
+    "must be 1 to 64 characters of lower-case letters, digits, `_` or `-`, starting with a letter or digit";
+
+/// Names of teams, plugins and capabilities: safe in paths, keys and URLs.
+pub fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && text.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn config_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(text) => Some(text.clone()),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        toml::Value::Float(n) => Some(n.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        name = "todo"
+        version = "0.1.0"
+        kind = "capability"
+        team = "core"
+        capabilities = ["task_creation"]
+    "#;
+
+    #[test]
+    fn a_minimal_manifest_grants_nothing() {
+        let manifest = Manifest::parse(MINIMAL).unwrap();
+        assert_eq!(manifest.permissions.kv_quota_bytes, None);
+        assert!(manifest.permissions.commands.is_empty());
+        assert_eq!(manifest.limits.timeout_ms, 5_000);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (MINIMAL.replace("0.1.0", "one"), "version"),
+            (MINIMAL.replace("\"core\"", "\"Core\""), "team"),
+            (format!("{MINIMAL}\n[limits]\nmemory-mib = 0"), "limits.memory-mib"),
+            (format!("{MINIMAL}\n[limits]\nmemroy-mib = 8"), "memroy-mib"),
+            (
+                format!("{MINIMAL}\n[permissions]\nconfig-keys = [\"token\"]"),
+                "permissions.config-keys",
+            ),
+            (MINIMAL.replace("capabilities = [\"task_creation\"]", ""), "capabilities"),
+        ];
+        for (text, field) in cases {
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(field), "{err:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn config_is_readable_only_when_granted() {
+        let text = format!(
+            "{MINIMAL}\n[permissions]\nconfig-keys = [\"region\"]\n[config]\nregion = \"eu\"\nsecret = \"x\""
+        );
+        let manifest = Manifest::parse(&text).unwrap();
+        assert_eq!(manifest.granted_config("region"), Some(Some("eu".into())));
+        assert_eq!(manifest.granted_config("secret"), None);
+    }
+}

@@ -1,0 +1,310 @@
+//! Durable state behind one seam.
+//!
+//! Domain modules never see redb. Each owns one or more [`Table`]s: typed,
+//! named collections of records keyed by strings. A [`Table`] talks to a
+//! [`Backend`], the trait a storage engine implements; [`RedbBackend`] is the
+//! embedded default, and a server-backed engine (PostgreSQL) can implement the
+//! same trait later without touching the domain.
+//!
+//! Every write goes through [`Backend::write`], which returns only once the
+//! write is durable. The redb backend commits many concurrent writes in one
+//! transaction (group commit), so durability costs one fsync per batch, not one
+//! per request.
+
+mod redb_backend;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use redb_backend::RedbBackend;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An insert found its key already taken; nothing was written.
+    #[error("{table} already has a record with key {key:?}")]
+    AlreadyExists {
+        /// Table the insert went to.
+        table: &'static str,
+        /// The key that was taken.
+        key: String,
+    },
+    /// A stored record could not be decoded into its type.
+    #[error("record {key:?} in {table} is corrupt: {message}")]
+    Corrupt {
+        /// Table of the record.
+        table: &'static str,
+        /// Key of the record.
+        key: String,
+        /// What the decoder said.
+        message: String,
+    },
+    /// The storage engine failed. The write may or may not be durable: redb
+    /// does not promise a rollback after a failed commit.
+    #[error("storage failed: {0}")]
+    Backend(String),
+}
+
+/// One operation in a [`Batch`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Writes `value` under `key`, replacing what was there.
+    Put {
+        /// Table name.
+        table: &'static str,
+        /// Record key.
+        key: String,
+        /// Encoded record.
+        value: Vec<u8>,
+    },
+    /// Writes `value` under `key` only if the key is free; otherwise the whole
+    /// batch fails with [`StoreError::AlreadyExists`].
+    Insert {
+        /// Table name.
+        table: &'static str,
+        /// Record key.
+        key: String,
+        /// Encoded record.
+        value: Vec<u8>,
+    },
+    /// Removes `key`; removing a missing key is not an error.
+    Delete {
+        /// Table name.
+        table: &'static str,
+        /// Record key.
+        key: String,
+    },
+}
+
+/// Operations applied atomically: all of them become durable, or none.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one operation.
+    pub fn push(&mut self, op: Op) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// True when the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// What a storage engine offers the domain: keyed byte records in named
+/// tables, prefix scans, and atomic durable batches.
+///
+/// Reads are synchronous because they are short and never wait for a disk
+/// flush; writes are async because they wait for durability.
+pub trait Backend: Send + Sync + 'static {
+    /// Reads one record.
+    fn get(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Reads every record whose key starts with `prefix`, in key order.
+    fn scan(&self, table: &'static str, prefix: &str)
+    -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Counts the records of a table.
+    fn count(&self, table: &'static str) -> Result<u64, StoreError>;
+
+    /// Applies a batch atomically and returns once it is durable.
+    fn write(
+        &self,
+        batch: Batch,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+}
+
+/// A handle on the storage engine, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// A typed table. The name must be unique to the module that owns it.
+    pub fn table<T>(&self, name: &'static str) -> Table<T> {
+        Table {
+            backend: self.backend.clone(),
+            name,
+            _record: PhantomData,
+        }
+    }
+
+    /// An untyped table of raw bytes.
+    pub fn raw_table(&self, name: &'static str) -> RawTable {
+        RawTable {
+            backend: self.backend.clone(),
+            name,
+        }
+    }
+
+    /// Applies a batch built from several tables' operations atomically.
+    pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.backend.write(batch).await
+    }
+}
+
+/// A named collection of `T` records, stored as JSON.
+pub struct Table<T> {
+    backend: Arc<dyn Backend>,
+    name: &'static str,
+    _record: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            name: self.name,
+            _record: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Table<T> {
+    /// The table's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Reads one record.
+    pub fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.backend
+            .get(self.name, key)?
+            .map(|bytes| self.decode(key, &bytes))
+            .transpose()
+    }
+
+    /// Reads every record, in key order.
+    pub fn list(&self) -> Result<Vec<T>, StoreError> {
+        self.scan("")
+    }
+
+    /// Reads every record whose key starts with `prefix`, in key order.
+    pub fn scan(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        self.backend
+            .scan(self.name, prefix)?
+            .into_iter()
+            .map(|(key, bytes)| self.decode(&key, &bytes))
+            .collect()
+    }
+
+    /// Counts the records.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.backend.count(self.name)
+    }
+
+    /// Stores a new record; fails if `key` is taken.
+    pub async fn insert(&self, key: &str, record: &T) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.push(self.insert_op(key, record));
+        self.backend.write(batch).await
+    }
+
+    /// Stores a record, replacing any earlier one.
+    pub async fn put(&self, key: &str, record: &T) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.push(self.put_op(key, record));
+        self.backend.write(batch).await
+    }
+
+    /// An insert to put in a [`Batch`].
+    pub fn insert_op(&self, key: &str, record: &T) -> Op {
+        Op::Insert {
+            table: self.name,
+            key: key.to_owned(),
+            value: encode(record),
+        }
+    }
+
+    /// A put to put in a [`Batch`].
+    pub fn put_op(&self, key: &str, record: &T) -> Op {
+        Op::Put {
+            table: self.name,
+            key: key.to_owned(),
+            value: encode(record),
+        }
+    }
+
+    /// A delete to put in a [`Batch`].
+    pub fn delete_op(&self, key: &str) -> Op {
+        Op::Delete {
+            table: self.name,
+            key: key.to_owned(),
+        }
+    }
+
+    fn decode(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+            table: self.name,
+            key: key.to_owned(),
+            message: err.to_string(),
+        })
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Serializing our own plain data types to JSON cannot fail: they have
+    // string keys and no custom serializers that return errors.
+    serde_json::to_vec(record).expect("records serialize to JSON")
+}
+
+/// A named collection of raw byte values, for data the host does not
+/// interpret (a plugin's key-value state).
+#[derive(Clone)]
+pub struct RawTable {
+    backend: Arc<dyn Backend>,
+    name: &'static str,
+}
+
+impl RawTable {
+    /// Reads one value.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.get(self.name, key)
+    }
+
+    /// Reads every key and value whose key starts with `prefix`.
+    pub fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.backend.scan(self.name, prefix)
+    }
+
+    /// A put to put in a [`Batch`].
+    pub fn put_op(&self, key: &str, value: Vec<u8>) -> Op {
+        Op::Put {
+            table: self.name,
+            key: key.to_owned(),
+            value,
+        }
+    }
+
+    /// A delete to put in a [`Batch`].
+    pub fn delete_op(&self, key: &str) -> Op {
+        Op::Delete {
+            table: self.name,
+            key: key.to_owned(),
+        }
+    }
+}

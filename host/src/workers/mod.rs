@@ -1,0 +1,275 @@
+//! Workers: the agents that take tasks. Registration, lookup and listing.
+//!
+//! A worker declares a type and the capabilities it has; capabilities resolve
+//! to capability plugins of the worker's team (or the bundled `core` team).
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::plugins::Plugins;
+use crate::plugins::manifest::is_identifier;
+use crate::store::{Store, StoreError, Table};
+
+const WORKERS: &str = "workers";
+
+/// Longest worker id, name or type accepted.
+pub const MAX_TEXT: usize = 128;
+
+/// What a worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    /// Ready for tasks.
+    Idle,
+    /// Running as many tasks as its concurrency allows.
+    Busy,
+    /// Taken out of service.
+    Stopped,
+    /// Failing; not given tasks.
+    Unhealthy,
+}
+
+/// A registration request, as `POST /workers` takes it.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewWorker {
+    /// Unique id, e.g. `TODO_WORKER_001`.
+    #[schema(example = "TODO_WORKER_001")]
+    pub id: String,
+    /// Human-readable name.
+    #[schema(example = "TODO 관리 워커")]
+    pub name: String,
+    /// Worker type; tasks of the same type go to it.
+    #[serde(rename = "type")]
+    #[schema(example = "TODO")]
+    pub kind: String,
+    /// Capabilities the worker has, e.g. `task_creation`.
+    pub capabilities: Vec<String>,
+    /// Owning team; `default` when absent.
+    pub team: Option<String>,
+    /// Tasks it may run at once; 1 when absent.
+    pub concurrency: Option<u32>,
+}
+
+/// A registered worker.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Worker {
+    /// Unique id.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Worker type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Capabilities it has.
+    pub capabilities: Vec<String>,
+    /// Owning team.
+    pub team: String,
+    /// Tasks it may run at once.
+    pub concurrency: u32,
+    /// What it is doing.
+    pub status: WorkerStatus,
+    /// Tasks it finished successfully.
+    pub tasks_completed: u64,
+    /// Tasks that failed on it.
+    pub tasks_failed: u64,
+    /// When it was registered.
+    pub registered_at: Timestamp,
+    /// When it last did anything.
+    pub last_seen_at: Timestamp,
+}
+
+/// A worker with each capability resolved against the loaded plugins.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    /// The stored worker.
+    #[serde(flatten)]
+    pub worker: Worker,
+    /// How each capability resolves.
+    pub resolved_capabilities: Vec<ResolvedCapability>,
+}
+
+/// Which plugin serves one of a worker's capabilities, if any.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedCapability {
+    /// The capability.
+    pub capability: String,
+    /// `team/name` of the plugin serving it, if one does.
+    pub plugin: Option<String>,
+    /// Version of that plugin.
+    pub version: Option<String>,
+    /// Why it is unresolved, if it is.
+    pub unresolved_reason: Option<String>,
+}
+
+/// Why a worker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A field has a value that is not allowed.
+    #[error("`{field}` {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The id is taken.
+    #[error("a worker with id {0:?} already exists")]
+    AlreadyExists(String),
+    /// No worker has the id.
+    #[error("no worker has id {0:?}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// The worker registry.
+pub struct Workers {
+    table: Table<Worker>,
+}
+
+impl Workers {
+    /// The registry kept in `store`.
+    pub fn new(store: &Store) -> Self {
+        Self {
+            table: store.table(WORKERS),
+        }
+    }
+
+    /// Registers a worker; durable when it returns.
+    pub async fn register(&self, new: NewWorker) -> Result<Worker, WorkerError> {
+        validate(&new)?;
+        let now = Timestamp::now();
+        let worker = Worker {
+            id: new.id,
+            name: new.name,
+            kind: new.kind,
+            capabilities: new.capabilities,
+            team: new.team.unwrap_or_else(|| "default".to_owned()),
+            concurrency: new.concurrency.unwrap_or(1),
+            status: WorkerStatus::Idle,
+            tasks_completed: 0,
+            tasks_failed: 0,
+            registered_at: now,
+            last_seen_at: now,
+        };
+        match self.table.insert(&worker.id, &worker).await {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists { .. }) => {
+                return Err(WorkerError::AlreadyExists(worker.id));
+            }
+            Err(err) => return Err(WorkerError::Store(err)),
+        }
+        tracing::info!(
+            worker_id = %worker.id,
+            worker_type = %worker.kind,
+            team = %worker.team,
+            capabilities = %worker.capabilities.join(","),
+            "worker registered"
+        );
+        Ok(worker)
+    }
+
+    /// One worker.
+    pub fn get(&self, id: &str) -> Result<Worker, WorkerError> {
+        self.table
+            .get(id)
+            .map_err(WorkerError::Store)?
+            .ok_or_else(|| WorkerError::NotFound(id.to_owned()))
+    }
+
+    /// Every worker, in id order.
+    pub fn list(&self) -> Result<Vec<Worker>, WorkerError> {
+        self.table.list().map_err(WorkerError::Store)
+    }
+
+    /// How many workers are registered.
+    pub fn count(&self) -> Result<u64, WorkerError> {
+        self.table.count().map_err(WorkerError::Store)
+    }
+}
+
+/// Resolves each capability of `worker` against the plugins loaded now.
+pub fn resolve(worker: Worker, plugins: &Plugins) -> WorkerView {
+    let resolved_capabilities = worker
+        .capabilities
+        .iter()
+        .map(|capability| match plugins.resolve_capability(&worker.team, capability) {
+            Some((team, name, version)) => ResolvedCapability {
+                capability: capability.clone(),
+                plugin: Some(format!("{team}/{name}")),
+                version: Some(version),
+                unresolved_reason: None,
+            },
+            None => ResolvedCapability {
+                capability: capability.clone(),
+                plugin: None,
+                version: None,
+                unresolved_reason: Some(format!(
+                    "no loaded capability plugin of team {:?} or \"core\" offers it",
+                    worker.team
+                )),
+            },
+        })
+        .collect();
+    WorkerView {
+        worker,
+        resolved_capabilities,
+    }
+}
+
+fn validate(new: &NewWorker) -> Result<(), WorkerError> {
+    let invalid = |field, message: &str| {
+        Err(WorkerError::Invalid {
+            field,
+            message: message.to_owned(),
+        })
+    };
+    let id_ok = !new.id.is_empty()
+        && new.id.len() <= MAX_TEXT
+        && new
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !id_ok {
+        return invalid(
+            "id",
+            "must be 1 to 128 characters of letters, digits, `_`, `-` or `.`",
+        );
+    }
+    if new.name.trim().is_empty() || new.name.len() > MAX_TEXT {
+        return invalid("name", "must be 1 to 128 characters");
+    }
+    if new.kind.trim().is_empty() || new.kind.len() > MAX_TEXT {
+        return invalid("type", "must be 1 to 128 characters");
+    }
+    if new.capabilities.is_empty() {
+        return invalid("capabilities", "must list at least one capability");
+    }
+    if let Some(bad) = new.capabilities.iter().find(|c| !is_identifier(c)) {
+        return Err(WorkerError::Invalid {
+            field: "capabilities",
+            message: format!(
+                "has {bad:?}; a capability is 1 to 64 lower-case letters, digits, `_` or `-`"
+            ),
+        });
+    }
+    if let Some(team) = &new.team
+        && !is_identifier(team)
+    {
+        return invalid(
+            "team",
+            "must be 1 to 64 lower-case letters, digits, `_` or `-`",
+        );
+    }
+    if let Some(concurrency) = new.concurrency
+        && !(1..=1024).contains(&concurrency)
+    {
+        return invalid("concurrency", "must be 1 to 1024");
+    }
+    Ok(())
+}
