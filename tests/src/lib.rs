@@ -1,0 +1,265 @@
+//! A harness for black-box tests: starts the real `autoagent` binary on a
+//! free loopback port with its own data and log folders, and speaks HTTP to
+//! it.
+//!
+//! The binary is found through `AUTOAGENT_BIN` (set by `cargo xtask test`,
+//! which builds it first) or next to the test executable's target folder.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub use serde_json::{Value, json};
+
+/// Paths of the test guest components, built for `wasm32-wasip2` by
+/// `build.rs`.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The API's base path.
+pub const BASE_PATH: &str = "/api/autoagents-management/v1";
+
+/// Path of the `autoagent` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("AUTOAGENT_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>/autoagent
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let candidate = profile_dir.join("autoagent");
+    assert!(
+        candidate.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds the host first",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A running host, killed when dropped.
+pub struct Host {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub origin: String,
+    /// The data folder (redb file, plugin folders).
+    pub data_dir: PathBuf,
+    /// The log folder.
+    pub log_dir: PathBuf,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl Host {
+    /// Starts a host with fresh, temporary data and log folders.
+    pub fn start() -> Self {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let mut host = Self::start_with(scratch.path().join("data"), scratch.path().join("logs"));
+        host._scratch = Some(scratch);
+        host
+    }
+
+    /// Starts a host on the given folders (to restart on the same data).
+    pub fn start_with(data_dir: PathBuf, log_dir: PathBuf) -> Self {
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .arg("--log-dir")
+            .arg(&log_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting autoagent");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (found, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let _ = found.send(addr);
+                    sent = true;
+                }
+                // Keep draining so the host never blocks on a full pipe.
+            }
+        });
+        let address = match address.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("autoagent did not report its address within 60 s");
+            }
+        };
+        Self {
+            child: Some(child),
+            origin: format!("http://{address}"),
+            data_dir,
+            log_dir,
+            _scratch: None,
+        }
+    }
+
+    /// Full URL of an API path such as `/workers`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{BASE_PATH}{path}", self.origin)
+    }
+
+    /// Kills the host with SIGKILL, as a crash would, and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaping the host");
+        }
+    }
+
+    /// Stops the host with SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("host is running");
+        let pid = child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        child.wait().expect("waiting for the host")
+    }
+
+    /// Restarts a stopped or killed host on the same folders.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the host first");
+        let scratch = self._scratch.take();
+        let mut fresh = Self::start_with(self.data_dir.clone(), self.log_dir.clone());
+        fresh._scratch = scratch;
+        *self = fresh;
+    }
+
+    /// The log file's text.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_dir.join("autoagent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A response: status and parsed JSON body (`Value::Null` if not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: String,
+    /// Body as text.
+    pub text: String,
+    /// Body as JSON.
+    pub json: Value,
+}
+
+impl Reply {
+    /// Asserts the error envelope with `status` and returns its code.
+    pub fn expect_error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(self.json["success"], json!(false), "body: {}", self.text);
+        let code = self.json["error"]["code"].as_str().expect("error.code").to_owned();
+        assert!(
+            self.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error.message missing: {}",
+            self.text
+        );
+        code
+    }
+
+    /// Asserts the success envelope with `status` and returns `data`.
+    pub fn expect_ok(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(self.json["success"], json!(true), "body: {}", self.text);
+        self.json["data"].clone()
+    }
+}
+
+/// A plain HTTP client for the tests.
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A client with a generous timeout.
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// Sends a request with an optional raw body and content type.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, url);
+        if let Some((content_type, bytes)) = body {
+            if !content_type.is_empty() {
+                request = request.header("content-type", content_type);
+            }
+            request = request.body(bytes);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.expect("body read");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            text,
+            json,
+        }
+    }
+
+    /// GET.
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send("GET", url, None, &[]).await
+    }
+
+    /// POST with a JSON text body sent exactly as given.
+    pub async fn post_json(&self, url: &str, body: &str) -> Reply {
+        self.send(
+            "POST",
+            url,
+            Some(("application/json", body.as_bytes().to_vec())),
+            &[],
+        )
+        .await
+    }
+}

@@ -1,0 +1,153 @@
+//! The plugin runtime in-process, with real compiled guests: each kind of
+//! misbehaviour fails its own call with its own typed error, denials reach
+//! the plugin as errors it can read, and broken components never load.
+
+use std::sync::Arc;
+
+use autoagent::plugins::{CallError, Caller, InvokeError, LoadError, PluginSource, Plugins, RuntimeConfig};
+use autoagent::store::{RedbBackend, Store};
+use autoagent_tests::{guests, json};
+use serde_json::Value;
+
+struct Fixture {
+    plugins: Plugins,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(RedbBackend::open(&dir.path().join("db.redb")).unwrap()));
+    // Small pools: several fixtures run in one test process.
+    let plugins = Plugins::new(&RuntimeConfig { max_instances: 64 }, &store).unwrap();
+    for (manifest, wasm) in [
+        (guests::GUEST_ECHO_MANIFEST, guests::GUEST_ECHO),
+        (guests::GUEST_HOSTILE_MANIFEST, guests::GUEST_HOSTILE),
+    ] {
+        plugins
+            .load(&std::fs::read_to_string(manifest).unwrap(), std::fs::read(wasm).unwrap(), PluginSource::Bundled)
+            .await
+            .unwrap();
+    }
+    Fixture { plugins, _dir: dir }
+}
+
+impl Fixture {
+    async fn call(&self, plugin: &str, capability: &str, input: Value) -> Result<Value, InvokeError> {
+        self.plugins
+            .invoke("testing", plugin, capability, &input, Caller::default())
+            .await
+    }
+
+    async fn call_error(&self, plugin: &str, capability: &str, input: Value) -> CallError {
+        match self.call(plugin, capability, input).await {
+            Err(InvokeError::Call(err)) => err,
+            other => panic!("{plugin}/{capability}: expected a call error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_misbehaviour_fails_its_own_call_with_its_own_error() {
+    let f = fixture().await;
+    let trap = f.call_error("hostile", "trap", json!({})).await;
+    assert!(
+        matches!(&trap, CallError::Trap(message) if message.contains("trapped on purpose")),
+        "a panic is a trap that carries the panic message: {trap:?}"
+    );
+    assert_eq!(f.call_error("hostile", "spin", json!({})).await, CallError::Timeout(1000));
+    assert_eq!(f.call_error("hostile", "grow_memory", json!({})).await, CallError::MemoryLimit(32));
+    // Rust guests keep their frames on a shadow stack in linear memory, so
+    // unbounded recursion runs off its bottom before wasm's own stack is
+    // exhausted: either way it is a trap of this call.
+    let recursion = f.call_error("hostile", "recurse", json!({})).await;
+    assert!(matches!(recursion, CallError::Trap(_)), "{recursion:?}");
+    let huge = f.call_error("hostile", "huge_output", json!({"mib": 2})).await;
+    assert!(matches!(huge, CallError::OutputTooLarge { limit: 1048576, .. }), "{huge:?}");
+    // The same plugin answers its next call: nothing of the failed ones stayed.
+    assert_eq!(f.call("hostile", "ok", json!({})).await.unwrap(), json!({"ok": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_guest_does_not_hold_up_other_calls() {
+    let f = Arc::new(fixture().await);
+    let spinner = {
+        let f = f.clone();
+        tokio::spawn(async move { f.call_error("hostile", "spin", json!({})).await })
+    };
+    // Let the spinner get going first.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for n in 0..50 {
+        assert_eq!(f.call("echo", "echo", json!(n)).await.unwrap(), json!(n));
+    }
+    assert!(
+        !spinner.is_finished(),
+        "all good calls finished while the spinner was still running"
+    );
+    assert_eq!(spinner.await.unwrap(), CallError::Timeout(1000));
+}
+
+#[tokio::test]
+async fn plugin_errors_and_kv_quota_reach_the_caller() {
+    let f = fixture().await;
+    let failed = f.call_error("echo", "fail", json!({})).await;
+    assert_eq!(
+        failed,
+        CallError::Plugin {
+            kind: "failed",
+            message: "failed on purpose".into()
+        }
+    );
+    let stored = f
+        .call("echo", "kv_roundtrip", json!({"key": "k", "value": "small"}))
+        .await
+        .unwrap();
+    assert_eq!(stored["value"], "small");
+    // The echo plugin's quota is 4096 bytes.
+    let over = f
+        .call_error("echo", "kv_roundtrip", json!({"key": "big", "value": "x".repeat(5000)}))
+        .await;
+    assert!(
+        matches!(&over, CallError::Plugin { message, .. } if message.contains("quota")),
+        "{over:?}"
+    );
+    let unknown = f.call("echo", "teleport", json!({})).await.unwrap_err();
+    assert!(matches!(unknown, InvokeError::UnknownCapability { .. }), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn broken_components_do_not_load_and_the_old_version_keeps_serving() {
+    let f = fixture().await;
+    let manifest = std::fs::read_to_string(guests::GUEST_ECHO_MANIFEST).unwrap();
+    let wasm = std::fs::read(guests::GUEST_ECHO).unwrap();
+
+    let not_wasm = f
+        .plugins
+        .load(&manifest.replace("0.1.0", "0.2.0"), b"\0asm garbage".to_vec(), PluginSource::Bundled)
+        .await
+        .unwrap_err();
+    assert!(matches!(not_wasm, LoadError::Compile(_)), "{not_wasm}");
+
+    let wrong_world = f
+        .plugins
+        .load(
+            &manifest
+                .replace("kind = \"capability\"", "kind = \"health-check\"")
+                .replace("capabilities = [\"echo\", \"ping\", \"fail\", \"kv_roundtrip\"]", ""),
+            wasm.clone(),
+            PluginSource::Bundled,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong_world, LoadError::WrongWorld { world: "health-check", .. }), "{wrong_world}");
+
+    let overpromised = f
+        .plugins
+        .load(&manifest.replace("\"ping\"", "\"ping\", \"fly\""), wasm, PluginSource::Bundled)
+        .await
+        .unwrap_err();
+    assert!(overpromised.to_string().contains("\"fly\""), "{overpromised}");
+
+    let info = f.plugins.get("testing", "echo").unwrap();
+    assert_eq!(info.version, "0.1.0", "the old version still serves");
+    assert_eq!(f.call("echo", "ping", json!(null)).await.unwrap(), json!({"pong": true}));
+}
