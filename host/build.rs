@@ -14,12 +14,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut source = String::from("/// Every plugin embedded in the binary.\npub const PLUGINS: &[BundledPlugin] = &[\n");
+    let mut source = String::from(
+        "/// Every plugin embedded in the binary.\npub const PLUGINS: &[BundledPlugin] = &[\n",
+    );
     for plugin in &built {
-        let manifest = plugin
-            .manifest
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} has no plugin.toml beside its Cargo.toml", plugin.package));
+        let manifest = plugin.manifest.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{} has no plugin.toml beside its Cargo.toml",
+                plugin.package
+            )
+        });
         writeln!(
             source,
             "    BundledPlugin {{ manifest: include_str!({:?}), wasm: include_bytes!({:?}) }},",

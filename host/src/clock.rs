@@ -25,8 +25,9 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let format =
-            format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        let format = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         let text = self
             .0
             .to_offset(time::UtcOffset::UTC)
@@ -73,7 +74,8 @@ mod tests {
     fn shows_milliseconds_in_utc_and_reads_back() {
         let stamp: Timestamp = serde_json::from_str("\"2025-10-02T19:30:00.5+09:00\"").unwrap();
         assert_eq!(stamp.to_string(), "2025-10-02T10:30:00.500Z");
-        let again: Timestamp = serde_json::from_value(serde_json::to_value(stamp).unwrap()).unwrap();
+        let again: Timestamp =
+            serde_json::from_value(serde_json::to_value(stamp).unwrap()).unwrap();
         assert_eq!(again, stamp);
     }
 }

@@ -63,7 +63,10 @@ impl App {
     /// listed as failed; it does not stop the host.
     pub async fn open(config: &AppConfig) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|err| {
-            anyhow::anyhow!("cannot create data directory {}: {err}", config.data_dir.display())
+            anyhow::anyhow!(
+                "cannot create data directory {}: {err}",
+                config.data_dir.display()
+            )
         })?;
         let db_path = config.data_dir.join(DATABASE_FILE);
         let backend = RedbBackend::open(&db_path)

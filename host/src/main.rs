@@ -49,7 +49,10 @@ fn main() -> ExitCode {
             let _log_guard = match autoagent::logging::init(&log_dir) {
                 Ok(guard) => guard,
                 Err(err) => {
-                    eprintln!("autoagent: cannot open the log in {}: {err}", log_dir.display());
+                    eprintln!(
+                        "autoagent: cannot open the log in {}: {err}",
+                        log_dir.display()
+                    );
                     return ExitCode::from(1);
                 }
             };

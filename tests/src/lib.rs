@@ -81,7 +81,11 @@ impl Host {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if !sent && let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = found.send(addr);
                     sent = true;
                 }
@@ -169,11 +173,20 @@ pub struct Reply {
 impl Reply {
     /// Asserts the error envelope with `status` and returns its code.
     pub fn expect_error(&self, status: u16) -> String {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         assert_eq!(self.json["success"], json!(false), "body: {}", self.text);
-        let code = self.json["error"]["code"].as_str().expect("error.code").to_owned();
+        let code = self.json["error"]["code"]
+            .as_str()
+            .expect("error.code")
+            .to_owned();
         assert!(
-            self.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            self.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "error.message missing: {}",
             self.text
         );
@@ -182,7 +195,11 @@ impl Reply {
 
     /// Asserts the success envelope with `status` and returns `data`.
     pub fn expect_ok(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         assert_eq!(self.json["success"], json!(true), "body: {}", self.text);
         self.json["data"].clone()
     }

@@ -47,14 +47,20 @@ async fn the_guides_worker_calls_work_verbatim() {
 async fn a_second_registration_of_the_same_id_conflicts_and_changes_nothing() {
     let host = Host::start();
     let client = Client::new();
-    client.post_json(&host.url("/workers"), SEED_WORKER).await.expect_ok(201);
+    client
+        .post_json(&host.url("/workers"), SEED_WORKER)
+        .await
+        .expect_ok(201);
     let again = SEED_WORKER.replace("TODO 관리 워커", "someone else");
     let code = client
         .post_json(&host.url("/workers"), &again)
         .await
         .expect_error(409);
     assert_eq!(code, "conflict");
-    let one = client.get(&host.url("/workers/TODO_WORKER_001")).await.expect_ok(200);
+    let one = client
+        .get(&host.url("/workers/TODO_WORKER_001"))
+        .await
+        .expect_ok(200);
     assert_eq!(one["name"], "TODO 관리 워커");
 }
 
@@ -65,7 +71,10 @@ async fn bad_input_gets_the_right_status_in_the_envelope_and_writes_nothing() {
     let url = host.url("/workers");
 
     // Malformed JSON.
-    client.post_json(&url, r#"{"id": "W1", "#).await.expect_error(400);
+    client
+        .post_json(&url, r#"{"id": "W1", "#)
+        .await
+        .expect_error(400);
     // Wrong content type, and none at all.
     let body = SEED_WORKER.as_bytes().to_vec();
     client
@@ -105,20 +114,39 @@ async fn bad_input_gets_the_right_status_in_the_envelope_and_writes_nothing() {
     assert_eq!(code, "payload_too_large");
 
     // Unknown id, unknown route, wrong method.
-    client.get(&host.url("/workers/NOPE")).await.expect_error(404);
-    client.get(&host.url("/no-such-route")).await.expect_error(404);
-    client.get(&format!("{}/elsewhere", host.origin)).await.expect_error(404);
-    client.send("DELETE", &url, None, &[]).await.expect_error(405);
+    client
+        .get(&host.url("/workers/NOPE"))
+        .await
+        .expect_error(404);
+    client
+        .get(&host.url("/no-such-route"))
+        .await
+        .expect_error(404);
+    client
+        .get(&format!("{}/elsewhere", host.origin))
+        .await
+        .expect_error(404);
+    client
+        .send("DELETE", &url, None, &[])
+        .await
+        .expect_error(405);
 
     let list = client.get(&url).await.expect_ok(200);
-    assert_eq!(list, json!([]), "nothing may be written by a rejected request");
+    assert_eq!(
+        list,
+        json!([]),
+        "nothing may be written by a rejected request"
+    );
 }
 
 #[tokio::test]
 async fn status_has_exactly_the_guides_shape() {
     let host = Host::start();
     let client = Client::new();
-    client.post_json(&host.url("/workers"), SEED_WORKER).await.expect_ok(201);
+    client
+        .post_json(&host.url("/workers"), SEED_WORKER)
+        .await
+        .expect_ok(201);
     let data = client.get(&host.url("/status")).await.expect_ok(200);
 
     // Every key of the guide's example, and no other, with the same types.
@@ -160,7 +188,11 @@ fn assert_same_shape(expected: &serde_json::Value, actual: &serde_json::Value, a
             }
         }
         (Number(want), Number(got)) => {
-            assert_eq!(want.is_f64(), got.is_f64(), "{at}: {want} and {got} differ in kind");
+            assert_eq!(
+                want.is_f64(),
+                got.is_f64(),
+                "{at}: {want} and {got} differ in kind"
+            );
         }
         (String(_), String(_)) => {}
         _ => panic!("{at}: expected something like {expected}, got {actual}"),
@@ -171,7 +203,10 @@ fn assert_same_shape(expected: &serde_json::Value, actual: &serde_json::Value, a
 async fn metrics_come_as_json_and_as_prometheus_text() {
     let host = Host::start();
     let client = Client::new();
-    client.post_json(&host.url("/workers"), SEED_WORKER).await.expect_ok(201);
+    client
+        .post_json(&host.url("/workers"), SEED_WORKER)
+        .await
+        .expect_ok(201);
 
     let data = client.get(&host.url("/metrics")).await.expect_ok(200);
     assert_eq!(data["workers"], 1);
@@ -181,12 +216,25 @@ async fn metrics_come_as_json_and_as_prometheus_text() {
     for reply in [
         client.get(&host.url("/metrics?format=prometheus")).await,
         client
-            .send("GET", &host.url("/metrics"), None, &[("accept", "text/plain")])
+            .send(
+                "GET",
+                &host.url("/metrics"),
+                None,
+                &[("accept", "text/plain")],
+            )
             .await,
     ] {
         assert_eq!(reply.status, 200);
-        assert!(reply.content_type.starts_with("application/openmetrics-text"));
-        assert!(reply.text.contains("\nautoagent_workers 1"), "{}", reply.text);
+        assert!(
+            reply
+                .content_type
+                .starts_with("application/openmetrics-text")
+        );
+        assert!(
+            reply.text.contains("\nautoagent_workers 1"),
+            "{}",
+            reply.text
+        );
         assert!(reply.text.contains(
             "autoagent_http_requests_total{method=\"POST\",route=\"/api/autoagents-management/v1/workers\",status=\"201\"} 1"
         ), "{}", reply.text);
@@ -227,7 +275,10 @@ async fn the_openapi_document_lists_every_route() {
 async fn log_lines_carry_level_and_ids() {
     let host = Host::start();
     let client = Client::new();
-    client.post_json(&host.url("/workers"), SEED_WORKER).await.expect_ok(201);
+    client
+        .post_json(&host.url("/workers"), SEED_WORKER)
+        .await
+        .expect_ok(201);
     let log = host.log();
     let line = log
         .lines()

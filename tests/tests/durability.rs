@@ -3,16 +3,24 @@
 use autoagent_tests::{Client, Host};
 
 fn worker(id: &str) -> String {
-    format!(r#"{{"id": "{id}", "name": "worker {id}", "type": "TODO", "capabilities": ["task_creation"]}}"#)
+    format!(
+        r#"{{"id": "{id}", "name": "worker {id}", "type": "TODO", "capabilities": ["task_creation"]}}"#
+    )
 }
 
 #[tokio::test]
 async fn a_worker_survives_a_clean_restart() {
     let mut host = Host::start();
     let client = Client::new();
-    client.post_json(&host.url("/workers"), &worker("W1")).await.expect_ok(201);
+    client
+        .post_json(&host.url("/workers"), &worker("W1"))
+        .await
+        .expect_ok(201);
     let status = host.stop();
-    assert!(status.success(), "SIGTERM should end the host cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should end the host cleanly: {status}"
+    );
     host.restart();
     let data = client.get(&host.url("/workers/W1")).await.expect_ok(200);
     assert_eq!(data["name"], "worker W1");
@@ -26,7 +34,10 @@ async fn every_acknowledged_worker_survives_kill_9() {
     let mut acknowledged = Vec::new();
     for n in 0..25 {
         let id = format!("W{n:03}");
-        client.post_json(&host.url("/workers"), &worker(&id)).await.expect_ok(201);
+        client
+            .post_json(&host.url("/workers"), &worker(&id))
+            .await
+            .expect_ok(201);
         acknowledged.push(id);
     }
     host.kill9();
@@ -50,7 +61,10 @@ async fn concurrent_registrations_all_survive_kill_9() {
             let url = url.clone();
             tokio::spawn(async move {
                 let client = Client::new();
-                client.post_json(&url, &worker(&format!("C{n:03}"))).await.status
+                client
+                    .post_json(&url, &worker(&format!("C{n:03}")))
+                    .await
+                    .status
             })
         })
         .collect();
@@ -63,6 +77,9 @@ async fn concurrent_registrations_all_survive_kill_9() {
     assert_eq!(acknowledged, 64);
     host.kill9();
     host.restart();
-    let list = Client::new().get(&host.url("/workers")).await.expect_ok(200);
+    let list = Client::new()
+        .get(&host.url("/workers"))
+        .await
+        .expect_ok(200);
     assert_eq!(list.as_array().unwrap().len(), 64);
 }

@@ -6,14 +6,20 @@ use std::path::{Path, PathBuf};
 use autoagent_tests::{Client, Host, guests, json};
 
 fn guest_folder(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("guests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests")
+        .join(name)
 }
 
 /// Installs a test guest as `<data>/plugins/testing/<name>/`.
 fn install(data_dir: &Path, name: &str, wasm: &str) {
     let dir = data_dir.join("plugins/testing").join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(guest_folder(name).join("plugin.toml"), dir.join("plugin.toml")).unwrap();
+    std::fs::copy(
+        guest_folder(name).join("plugin.toml"),
+        dir.join("plugin.toml"),
+    )
+    .unwrap();
     std::fs::copy(wasm, dir.join(format!("{name}.wasm"))).unwrap();
 }
 
@@ -49,7 +55,10 @@ async fn the_bundled_todo_plugin_answers_through_the_api() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["task_creation", "task_assignment", "task_monitoring"]);
+    assert_eq!(
+        names,
+        ["task_creation", "task_assignment", "task_monitoring"]
+    );
 
     let invoke = host.url("/teams/core/plugins/todo/invoke");
     let created = client
@@ -92,7 +101,10 @@ async fn the_bundled_todo_plugin_answers_through_the_api() {
     assert_eq!(code, "plugin_error");
     // Unknown plugin, unknown capability, another team's plugin.
     client
-        .post_json(&host.url("/teams/core/plugins/nope/invoke"), r#"{"capability": "x"}"#)
+        .post_json(
+            &host.url("/teams/core/plugins/nope/invoke"),
+            r#"{"capability": "x"}"#,
+        )
         .await
         .expect_error(404);
     client
@@ -100,7 +112,10 @@ async fn the_bundled_todo_plugin_answers_through_the_api() {
         .await
         .expect_error(404);
     client
-        .post_json(&host.url("/teams/other/plugins/todo/invoke"), r#"{"capability": "task_creation"}"#)
+        .post_json(
+            &host.url("/teams/other/plugins/todo/invoke"),
+            r#"{"capability": "task_creation"}"#,
+        )
         .await
         .expect_error(404);
 }
@@ -120,7 +135,12 @@ async fn a_workers_capabilities_resolve_to_the_bundled_plugin() {
     assert_eq!(resolved[0]["plugin"], "core/todo");
     assert_eq!(resolved[0]["version"], "0.1.0");
     assert_eq!(resolved[1]["plugin"], json!(null));
-    assert!(resolved[1]["unresolvedReason"].as_str().unwrap().contains("no loaded"));
+    assert!(
+        resolved[1]["unresolvedReason"]
+            .as_str()
+            .unwrap()
+            .contains("no loaded")
+    );
 }
 
 #[tokio::test]
@@ -142,14 +162,20 @@ async fn hostile_plugins_fail_alone_while_good_ones_keep_answering() {
         let url = hostile.clone();
         handles.push(tokio::spawn(async move {
             let reply = Client::new()
-                .post_json(&url, &json!({"capability": capability, "input": {}}).to_string())
+                .post_json(
+                    &url,
+                    &json!({"capability": capability, "input": {}}).to_string(),
+                )
                 .await;
             (capability, status, code, reply)
         }));
     }
     for n in 0..20 {
         let reply = client
-            .post_json(&echo, &json!({"capability": "echo", "input": {"n": n}}).to_string())
+            .post_json(
+                &echo,
+                &json!({"capability": "echo", "input": {"n": n}}).to_string(),
+            )
             .await
             .expect_ok(200);
         assert_eq!(reply, json!({"n": n}));
@@ -203,7 +229,10 @@ async fn a_broken_plugin_folder_is_listed_as_failed_and_the_host_runs() {
 
     let host = Host::start_with(data, scratch.path().join("logs"));
     let client = Client::new();
-    let list = client.get(&host.url("/teams/testing/plugins")).await.expect_ok(200);
+    let list = client
+        .get(&host.url("/teams/testing/plugins"))
+        .await
+        .expect_ok(200);
     let by_name = |name: &str| {
         list.as_array()
             .unwrap()
@@ -215,9 +244,20 @@ async fn a_broken_plugin_folder_is_listed_as_failed_and_the_host_runs() {
     assert_eq!(by_name("echo")["state"], "loaded");
     let broken = by_name("broken");
     assert_eq!(broken["state"], "failed");
-    assert!(broken["lastError"].as_str().unwrap().contains("not a valid WebAssembly component"));
+    assert!(
+        broken["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component")
+    );
     let typo = by_name("typo");
     assert_eq!(typo["state"], "failed");
-    assert!(typo["lastError"].as_str().unwrap().contains("memory-mb"), "{typo}");
-    assert!(host.log().contains("ERROR"), "a failed load is an ERROR line");
+    assert!(
+        typo["lastError"].as_str().unwrap().contains("memory-mb"),
+        "{typo}"
+    );
+    assert!(
+        host.log().contains("ERROR"),
+        "a failed load is an ERROR line"
+    );
 }

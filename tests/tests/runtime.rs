@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use autoagent::plugins::{CallError, Caller, InvokeError, LoadError, PluginSource, Plugins, RuntimeConfig};
+use autoagent::plugins::{
+    CallError, Caller, InvokeError, LoadError, PluginSource, Plugins, RuntimeConfig,
+};
 use autoagent::store::{RedbBackend, Store};
 use autoagent_tests::{guests, json};
 use serde_json::Value;
@@ -16,7 +18,9 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(RedbBackend::open(&dir.path().join("db.redb")).unwrap()));
+    let store = Store::new(Arc::new(
+        RedbBackend::open(&dir.path().join("db.redb")).unwrap(),
+    ));
     // Small pools: several fixtures run in one test process.
     let plugins = Plugins::new(&RuntimeConfig { max_instances: 64 }, &store).unwrap();
     for (manifest, wasm) in [
@@ -24,7 +28,11 @@ async fn fixture() -> Fixture {
         (guests::GUEST_HOSTILE_MANIFEST, guests::GUEST_HOSTILE),
     ] {
         plugins
-            .load(&std::fs::read_to_string(manifest).unwrap(), std::fs::read(wasm).unwrap(), PluginSource::Bundled)
+            .load(
+                &std::fs::read_to_string(manifest).unwrap(),
+                std::fs::read(wasm).unwrap(),
+                PluginSource::Bundled,
+            )
             .await
             .unwrap();
     }
@@ -32,7 +40,12 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    async fn call(&self, plugin: &str, capability: &str, input: Value) -> Result<Value, InvokeError> {
+    async fn call(
+        &self,
+        plugin: &str,
+        capability: &str,
+        input: Value,
+    ) -> Result<Value, InvokeError> {
         self.plugins
             .invoke("testing", plugin, capability, &input, Caller::default())
             .await
@@ -54,17 +67,31 @@ async fn each_misbehaviour_fails_its_own_call_with_its_own_error() {
         matches!(&trap, CallError::Trap(message) if message.contains("trapped on purpose")),
         "a panic is a trap that carries the panic message: {trap:?}"
     );
-    assert_eq!(f.call_error("hostile", "spin", json!({})).await, CallError::Timeout(1000));
-    assert_eq!(f.call_error("hostile", "grow_memory", json!({})).await, CallError::MemoryLimit(32));
+    assert_eq!(
+        f.call_error("hostile", "spin", json!({})).await,
+        CallError::Timeout(1000)
+    );
+    assert_eq!(
+        f.call_error("hostile", "grow_memory", json!({})).await,
+        CallError::MemoryLimit(32)
+    );
     // Rust guests keep their frames on a shadow stack in linear memory, so
     // unbounded recursion runs off its bottom before wasm's own stack is
     // exhausted: either way it is a trap of this call.
     let recursion = f.call_error("hostile", "recurse", json!({})).await;
     assert!(matches!(recursion, CallError::Trap(_)), "{recursion:?}");
-    let huge = f.call_error("hostile", "huge_output", json!({"mib": 2})).await;
-    assert!(matches!(huge, CallError::OutputTooLarge { limit: 1048576, .. }), "{huge:?}");
+    let huge = f
+        .call_error("hostile", "huge_output", json!({"mib": 2}))
+        .await;
+    assert!(
+        matches!(huge, CallError::OutputTooLarge { limit: 1048576, .. }),
+        "{huge:?}"
+    );
     // The same plugin answers its next call: nothing of the failed ones stayed.
-    assert_eq!(f.call("hostile", "ok", json!({})).await.unwrap(), json!({"ok": true}));
+    assert_eq!(
+        f.call("hostile", "ok", json!({})).await.unwrap(),
+        json!({"ok": true})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,20 +125,31 @@ async fn plugin_errors_and_kv_quota_reach_the_caller() {
         }
     );
     let stored = f
-        .call("echo", "kv_roundtrip", json!({"key": "k", "value": "small"}))
+        .call(
+            "echo",
+            "kv_roundtrip",
+            json!({"key": "k", "value": "small"}),
+        )
         .await
         .unwrap();
     assert_eq!(stored["value"], "small");
     // The echo plugin's quota is 4096 bytes.
     let over = f
-        .call_error("echo", "kv_roundtrip", json!({"key": "big", "value": "x".repeat(5000)}))
+        .call_error(
+            "echo",
+            "kv_roundtrip",
+            json!({"key": "big", "value": "x".repeat(5000)}),
+        )
         .await;
     assert!(
         matches!(&over, CallError::Plugin { message, .. } if message.contains("quota")),
         "{over:?}"
     );
     let unknown = f.call("echo", "teleport", json!({})).await.unwrap_err();
-    assert!(matches!(unknown, InvokeError::UnknownCapability { .. }), "{unknown:?}");
+    assert!(
+        matches!(unknown, InvokeError::UnknownCapability { .. }),
+        "{unknown:?}"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +160,11 @@ async fn broken_components_do_not_load_and_the_old_version_keeps_serving() {
 
     let not_wasm = f
         .plugins
-        .load(&manifest.replace("0.1.0", "0.2.0"), b"\0asm garbage".to_vec(), PluginSource::Bundled)
+        .load(
+            &manifest.replace("0.1.0", "0.2.0"),
+            b"\0asm garbage".to_vec(),
+            PluginSource::Bundled,
+        )
         .await
         .unwrap_err();
     assert!(matches!(not_wasm, LoadError::Compile(_)), "{not_wasm}");
@@ -132,22 +174,76 @@ async fn broken_components_do_not_load_and_the_old_version_keeps_serving() {
         .load(
             &manifest
                 .replace("kind = \"capability\"", "kind = \"health-check\"")
-                .replace("capabilities = [\"echo\", \"ping\", \"fail\", \"kv_roundtrip\"]", ""),
+                .replace("capabilities = [\"echo\", \"ping\", \"fail\", \"kv_roundtrip\", \"counter\", \"config\", \"run\"]", ""),
             wasm.clone(),
             PluginSource::Bundled,
         )
         .await
         .unwrap_err();
-    assert!(matches!(wrong_world, LoadError::WrongWorld { world: "health-check", .. }), "{wrong_world}");
+    assert!(
+        matches!(
+            wrong_world,
+            LoadError::WrongWorld {
+                world: "health-check",
+                ..
+            }
+        ),
+        "{wrong_world}"
+    );
 
     let overpromised = f
         .plugins
-        .load(&manifest.replace("\"ping\"", "\"ping\", \"fly\""), wasm, PluginSource::Bundled)
+        .load(
+            &manifest.replace("\"ping\"", "\"ping\", \"fly\""),
+            wasm,
+            PluginSource::Bundled,
+        )
         .await
         .unwrap_err();
-    assert!(overpromised.to_string().contains("\"fly\""), "{overpromised}");
+    assert!(
+        overpromised.to_string().contains("\"fly\""),
+        "{overpromised}"
+    );
 
     let info = f.plugins.get("testing", "echo").unwrap();
     assert_eq!(info.version, "0.1.0", "the old version still serves");
-    assert_eq!(f.call("echo", "ping", json!(null)).await.unwrap(), json!({"pong": true}));
+    assert_eq!(
+        f.call("echo", "ping", json!(null)).await.unwrap(),
+        json!({"pong": true})
+    );
+}
+
+#[tokio::test]
+async fn no_state_leaks_from_one_call_to_the_next() {
+    let f = fixture().await;
+    for _ in 0..5 {
+        assert_eq!(
+            f.call("echo", "counter", json!(null)).await.unwrap(),
+            json!(1)
+        );
+    }
+}
+
+#[tokio::test]
+async fn config_and_commands_are_denied_unless_granted() {
+    let f = fixture().await;
+    let granted = f
+        .call("echo", "config", json!({"key": "greeting"}))
+        .await
+        .unwrap();
+    assert_eq!(granted, json!("hello"));
+    let denied = f
+        .call_error("echo", "config", json!({"key": "secret"}))
+        .await;
+    assert!(
+        matches!(&denied, CallError::Plugin { kind: "denied", message } if message.contains("secret")),
+        "{denied:?}"
+    );
+    let refused = f
+        .call_error("echo", "run", json!({"program": "/bin/true"}))
+        .await;
+    assert!(
+        matches!(&refused, CallError::Plugin { message, .. } if message.contains("denied")),
+        "{refused:?}"
+    );
 }

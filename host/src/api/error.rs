@@ -21,12 +21,26 @@ pub struct Envelope<T> {
 
 /// Wraps `data` in the success envelope with status 200.
 pub fn ok<T: Serialize>(data: T) -> Response {
-    (StatusCode::OK, Json(Envelope { success: true, data })).into_response()
+    (
+        StatusCode::OK,
+        Json(Envelope {
+            success: true,
+            data,
+        }),
+    )
+        .into_response()
 }
 
 /// Wraps `data` in the success envelope with status 201.
 pub fn created<T: Serialize>(data: T) -> Response {
-    (StatusCode::CREATED, Json(Envelope { success: true, data })).into_response()
+    (
+        StatusCode::CREATED,
+        Json(Envelope {
+            success: true,
+            data,
+        }),
+    )
+        .into_response()
 }
 
 /// The error body: `{"success": false, "error": {"code", "message"}}`.

@@ -68,7 +68,12 @@ pub struct HttpMetrics {
 
 impl MetricsSnapshot {
     /// Gathers the numbers.
-    pub fn gather(uptime_seconds: f64, workers: u64, plugins: PluginTotals, http: &HttpStats) -> (Self, BTreeMap<(String, String, u16), u64>) {
+    pub fn gather(
+        uptime_seconds: f64,
+        workers: u64,
+        plugins: PluginTotals,
+        http: &HttpStats,
+    ) -> (Self, BTreeMap<(String, String, u16), u64>) {
         let requests = http.snapshot();
         let mut by_status = BTreeMap::new();
         for ((_, _, status), count) in &requests {
@@ -99,12 +104,32 @@ impl MetricsSnapshot {
             counter.inc_by(value);
             counter
         };
-        registry.register("uptime_seconds", "Seconds since the host started", gauge(self.uptime_seconds));
+        registry.register(
+            "uptime_seconds",
+            "Seconds since the host started",
+            gauge(self.uptime_seconds),
+        );
         registry.register("workers", "Registered workers", gauge(self.workers as f64));
-        registry.register("plugins_loaded", "Plugins serving calls", gauge(self.plugins.loaded as f64));
-        registry.register("plugins_failed", "Plugins whose last load failed", gauge(self.plugins.failed as f64));
-        registry.register("plugin_calls", "Plugin calls made", counter(self.plugins.calls));
-        registry.register("plugin_call_failures", "Plugin calls that failed", counter(self.plugins.failures));
+        registry.register(
+            "plugins_loaded",
+            "Plugins serving calls",
+            gauge(self.plugins.loaded as f64),
+        );
+        registry.register(
+            "plugins_failed",
+            "Plugins whose last load failed",
+            gauge(self.plugins.failed as f64),
+        );
+        registry.register(
+            "plugin_calls",
+            "Plugin calls made",
+            counter(self.plugins.calls),
+        );
+        registry.register(
+            "plugin_call_failures",
+            "Plugin calls that failed",
+            counter(self.plugins.failures),
+        );
         let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         seconds.inc_by(self.plugins.call_seconds);
         registry.register("plugin_call_seconds", "Time spent in plugin calls", seconds);

@@ -55,10 +55,9 @@ async fn get_team_plugin(
     State(app): State<Arc<App>>,
     Path((team, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let info = app
-        .plugins
-        .get(&team, &name)
-        .ok_or_else(|| ApiError::not_found(format!("team {team:?} has no plugin named {name:?}")))?;
+    let info = app.plugins.get(&team, &name).ok_or_else(|| {
+        ApiError::not_found(format!("team {team:?} has no plugin named {name:?}"))
+    })?;
     Ok(ok(info))
 }
 

@@ -140,8 +140,8 @@ pub enum ManifestError {
 impl Manifest {
     /// Parses and validates a manifest.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        let manifest: Self =
-            toml::from_str(text).map_err(|err| ManifestError::Syntax(one_line(&err.to_string())))?;
+        let manifest: Self = toml::from_str(text)
+            .map_err(|err| ManifestError::Syntax(one_line(&err.to_string())))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -190,7 +190,11 @@ impl Manifest {
                 message: format!("grants {key:?}, which [config] does not define"),
             });
         }
-        if let Some((key, _)) = self.config.iter().find(|(_, value)| config_text(value).is_none()) {
+        if let Some((key, _)) = self
+            .config
+            .iter()
+            .find(|(_, value)| config_text(value).is_none())
+        {
             return Err(ManifestError::Invalid {
                 field: "config",
                 message: format!("has {key:?} that is not a string, number or boolean"),
@@ -223,10 +227,16 @@ impl Manifest {
         }
         let limits = &self.limits;
         if !(1..=MAX_MEMORY_MIB).contains(&limits.memory_mib) {
-            return invalid("limits.memory-mib", &format!("must be 1 to {MAX_MEMORY_MIB}"));
+            return invalid(
+                "limits.memory-mib",
+                &format!("must be 1 to {MAX_MEMORY_MIB}"),
+            );
         }
         if !(1..=MAX_TIMEOUT_MS).contains(&limits.timeout_ms) {
-            return invalid("limits.timeout-ms", &format!("must be 1 to {MAX_TIMEOUT_MS}"));
+            return invalid(
+                "limits.timeout-ms",
+                &format!("must be 1 to {MAX_TIMEOUT_MS}"),
+            );
         }
         if !(1..=MAX_CONCURRENT_CALLS).contains(&limits.max_concurrent_calls) {
             return invalid(
@@ -252,8 +262,7 @@ impl Manifest {
     }
 }
 
-const IDENTIFIER_RULE: &str =
-    "must be 1 to 64 characters of lower-case letters, digits, `_` or `-`, starting with a letter or digit";
+const IDENTIFIER_RULE: &str = "must be 1 to 64 characters of lower-case letters, digits, `_` or `-`, starting with a letter or digit";
 
 /// Names of teams, plugins and capabilities: safe in paths, keys and URLs.
 pub fn is_identifier(text: &str) -> bool {
@@ -302,13 +311,19 @@ mod tests {
         let cases = [
             (MINIMAL.replace("0.1.0", "one"), "version"),
             (MINIMAL.replace("\"core\"", "\"Core\""), "team"),
-            (format!("{MINIMAL}\n[limits]\nmemory-mib = 0"), "limits.memory-mib"),
+            (
+                format!("{MINIMAL}\n[limits]\nmemory-mib = 0"),
+                "limits.memory-mib",
+            ),
             (format!("{MINIMAL}\n[limits]\nmemroy-mib = 8"), "memroy-mib"),
             (
                 format!("{MINIMAL}\n[permissions]\nconfig-keys = [\"token\"]"),
                 "permissions.config-keys",
             ),
-            (MINIMAL.replace("capabilities = [\"task_creation\"]", ""), "capabilities"),
+            (
+                MINIMAL.replace("capabilities = [\"task_creation\"]", ""),
+                "capabilities",
+            ),
         ];
         for (text, field) in cases {
             let err = Manifest::parse(&text).unwrap_err().to_string();

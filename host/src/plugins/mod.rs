@@ -299,14 +299,17 @@ impl Plugins {
         let mut parts = dir.iter().rev().map(|s| s.to_string_lossy().into_owned());
         let name = parts.next().unwrap_or_default();
         let team = parts.next().unwrap_or_default();
-        self.failed.write().expect("plugin registry poisoned").insert(
-            (team, name),
-            FailedPlugin {
-                manifest,
-                error: err.to_string(),
-                source,
-            },
-        );
+        self.failed
+            .write()
+            .expect("plugin registry poisoned")
+            .insert(
+                (team, name),
+                FailedPlugin {
+                    manifest,
+                    error: err.to_string(),
+                    source,
+                },
+            );
     }
 
     /// Compiles, checks and installs one plugin; on success it serves the
@@ -322,11 +325,12 @@ impl Plugins {
         // Compiling is CPU-bound and can take a second: keep it off the
         // executor so requests keep flowing.
         let engine = self.runtime.engine().clone();
-        let component =
-            tokio::task::spawn_blocking(move || wasmtime::component::Component::new(&engine, &wasm))
-                .await
-                .map_err(|err| LoadError::Compile(format!("compiler thread failed: {err}")))?
-                .map_err(|err| LoadError::Compile(format!("{err:#}")))?;
+        let component = tokio::task::spawn_blocking(move || {
+            wasmtime::component::Component::new(&engine, &wasm)
+        })
+        .await
+        .map_err(|err| LoadError::Compile(format!("compiler thread failed: {err}")))?
+        .map_err(|err| LoadError::Compile(format!("{err:#}")))?;
         let prepared = self
             .runtime
             .prepare(manifest.kind, &component)
@@ -386,7 +390,12 @@ impl Plugins {
     }
 
     fn stats_of(&self, key: &PluginKey) -> Arc<CallStats> {
-        if let Some(stats) = self.stats.read().expect("plugin registry poisoned").get(key) {
+        if let Some(stats) = self
+            .stats
+            .read()
+            .expect("plugin registry poisoned")
+            .get(key)
+        {
             return stats.clone();
         }
         self.stats
@@ -459,12 +468,18 @@ impl Plugins {
 
     /// One plugin of a team.
     pub fn get(&self, team: &str, name: &str) -> Option<PluginInfo> {
-        self.list(Some(team)).into_iter().find(|info| info.name == name)
+        self.list(Some(team))
+            .into_iter()
+            .find(|info| info.name == name)
     }
 
     /// The plugin of `team` (or of the bundled `core` team) that offers
     /// `capability`, as `(team, name, version)`.
-    pub fn resolve_capability(&self, team: &str, capability: &str) -> Option<(String, String, String)> {
+    pub fn resolve_capability(
+        &self,
+        team: &str,
+        capability: &str,
+    ) -> Option<(String, String, String)> {
         let loaded = self.loaded.read().expect("plugin registry poisoned");
         [team, CORE_TEAM].into_iter().find_map(|owner| {
             loaded
@@ -594,7 +609,10 @@ fn plugin_dirs(root: &Path) -> Vec<PathBuf> {
         dirs.sort();
         dirs
     };
-    subdirs(root).iter().flat_map(|team| subdirs(team)).collect()
+    subdirs(root)
+        .iter()
+        .flat_map(|team| subdirs(team))
+        .collect()
 }
 
 /// Reads `plugin.toml` and the one `.wasm` file of a plugin folder.
@@ -604,7 +622,8 @@ fn read_plugin_dir(dir: &Path) -> Result<(String, Vec<u8>), LoadError> {
         message: err.to_string(),
     };
     let manifest_path = dir.join("plugin.toml");
-    let manifest = std::fs::read_to_string(&manifest_path).map_err(|err| io(&manifest_path, err))?;
+    let manifest =
+        std::fs::read_to_string(&manifest_path).map_err(|err| io(&manifest_path, err))?;
     let wasm_files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|err| io(dir, err))?
         .flatten()
@@ -614,7 +633,10 @@ fn read_plugin_dir(dir: &Path) -> Result<(String, Vec<u8>), LoadError> {
     let [wasm_path] = wasm_files.as_slice() else {
         return Err(LoadError::Io {
             path: dir.to_owned(),
-            message: format!("expected exactly one .wasm file, found {}", wasm_files.len()),
+            message: format!(
+                "expected exactly one .wasm file, found {}",
+                wasm_files.len()
+            ),
         });
     };
     let wasm = std::fs::read(wasm_path).map_err(|err| io(wasm_path, err))?;

@@ -102,7 +102,9 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 1000 }
+        Self {
+            max_instances: 1000,
+        }
     }
 }
 
@@ -443,7 +445,9 @@ fn settle<T>(
         None => {
             let message = format!("{err:#}");
             if message.contains("instance") && message.contains("limit") {
-                Err(CallError::Host(format!("instance pool exhausted: {message}")))
+                Err(CallError::Host(format!(
+                    "instance pool exhausted: {message}"
+                )))
             } else {
                 Err(CallError::Trap(message))
             }

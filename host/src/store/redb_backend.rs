@@ -258,7 +258,11 @@ mod tests {
         let path = dir.path().join("test.redb");
         {
             let store = Store::new(Arc::new(RedbBackend::open(&path).unwrap()));
-            store.table::<String>("t").put("k", &"v".into()).await.unwrap();
+            store
+                .table::<String>("t")
+                .put("k", &"v".into())
+                .await
+                .unwrap();
         }
         // The writer thread holds the database until its channel closes.
         let reopened = loop {
@@ -268,10 +272,15 @@ mod tests {
             }
         };
         let store = Store::new(Arc::new(reopened));
-        assert_eq!(store.table::<String>("t").get("k").unwrap().as_deref(), Some("v"));
+        assert_eq!(
+            store.table::<String>("t").get("k").unwrap().as_deref(),
+            Some("v")
+        );
     }
 
-    async fn futures_join_all<F: Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    async fn futures_join_all<F: Future + Send + 'static>(
+        futures: impl Iterator<Item = F>,
+    ) -> Vec<F::Output>
     where
         F::Output: Send + 'static,
     {

@@ -198,23 +198,25 @@ pub fn resolve(worker: Worker, plugins: &Plugins) -> WorkerView {
     let resolved_capabilities = worker
         .capabilities
         .iter()
-        .map(|capability| match plugins.resolve_capability(&worker.team, capability) {
-            Some((team, name, version)) => ResolvedCapability {
-                capability: capability.clone(),
-                plugin: Some(format!("{team}/{name}")),
-                version: Some(version),
-                unresolved_reason: None,
+        .map(
+            |capability| match plugins.resolve_capability(&worker.team, capability) {
+                Some((team, name, version)) => ResolvedCapability {
+                    capability: capability.clone(),
+                    plugin: Some(format!("{team}/{name}")),
+                    version: Some(version),
+                    unresolved_reason: None,
+                },
+                None => ResolvedCapability {
+                    capability: capability.clone(),
+                    plugin: None,
+                    version: None,
+                    unresolved_reason: Some(format!(
+                        "no loaded capability plugin of team {:?} or \"core\" offers it",
+                        worker.team
+                    )),
+                },
             },
-            None => ResolvedCapability {
-                capability: capability.clone(),
-                plugin: None,
-                version: None,
-                unresolved_reason: Some(format!(
-                    "no loaded capability plugin of team {:?} or \"core\" offers it",
-                    worker.team
-                )),
-            },
-        })
+        )
         .collect();
     WorkerView {
         worker,

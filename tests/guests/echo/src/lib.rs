@@ -1,0 +1,135 @@
+//! `guest-echo`: a well-behaved capability plugin for the host's tests.
+//!
+//! Each capability exercises one path through the host: `echo` the JSON
+//! round trip, `ping` the cheapest possible call (the benchmark's), `fail` a
+//! plugin-reported error, and `kv_roundtrip` the key-value imports.
+
+use autoagent_sdk::serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use autoagent_sdk::{CallContext, Capability, CapabilityInfo, PluginError, commands, config, kv};
+
+/// Counts calls within one instance. The host gives every call a fresh
+/// instance, so `counter` must always answer 1.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// The plugin; all behaviour lives in its [`Capability`] implementation.
+pub struct Echo;
+
+impl Capability for Echo {
+    fn describe() -> Vec<CapabilityInfo> {
+        vec![
+            CapabilityInfo::new("echo", "Returns its input unchanged"),
+            CapabilityInfo::new("ping", "Returns {\"pong\":true}"),
+            CapabilityInfo::new("fail", "Always fails with a plugin error"),
+            CapabilityInfo::new("counter", "Counts calls seen by this instance"),
+            CapabilityInfo::new("config", "Reads config key input.key"),
+            CapabilityInfo::new("run", "Runs input.program with input.args"),
+            CapabilityInfo::new(
+                "kv_roundtrip",
+                "Writes input.value under input.key, reads it back and returns it",
+            ),
+        ]
+    }
+
+    fn invoke(_ctx: &CallContext, capability: &str, input: Value) -> Result<Value, PluginError> {
+        match capability {
+            "echo" => Ok(input),
+            "ping" => Ok(json!({ "pong": true })),
+            "fail" => Err(PluginError::failed("failed on purpose")),
+            "kv_roundtrip" => kv_roundtrip(&input),
+            "counter" => Ok(json!(CALLS.fetch_add(1, Ordering::SeqCst) + 1)),
+            "config" => {
+                let key = input.get("key").and_then(Value::as_str).unwrap_or_default();
+                Ok(json!(config::get(key)?))
+            }
+            "run" => {
+                let program = input
+                    .get("program")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let output = commands::run(program, &[])?;
+                Ok(json!(output.status))
+            }
+            other => Err(PluginError::unknown_capability(other)),
+        }
+    }
+}
+
+/// Sets `input.key` (default `roundtrip`) to `input.value` (default the whole
+/// input), then reads it back, so a test sees what the store really kept.
+fn kv_roundtrip(input: &Value) -> Result<Value, PluginError> {
+    let key = input
+        .get("key")
+        .and_then(Value::as_str)
+        .unwrap_or("roundtrip");
+    let value = input.get("value").unwrap_or(input);
+    kv::set_json(key, value)?;
+    let stored: Option<Value> = kv::get_json(key)?;
+    let stored = stored.ok_or_else(|| {
+        PluginError::failed(format!("`{key}` was written but reads back as missing"))
+    })?;
+    Ok(json!({ "key": key, "value": stored }))
+}
+
+autoagent_sdk::export_capability!(Echo);
+
+#[cfg(test)]
+mod tests {
+    use autoagent_sdk::testing;
+
+    use super::*;
+
+    fn call(capability: &str, input: Value) -> Result<Value, PluginError> {
+        Echo::invoke(&testing::context(), capability, input)
+    }
+
+    #[test]
+    fn echo_returns_input_unchanged() {
+        testing::reset();
+        let input = json!({ "a": [1, 2, { "b": null }], "c": "d" });
+        assert_eq!(call("echo", input.clone()).unwrap(), input);
+    }
+
+    #[test]
+    fn ping_pongs() {
+        testing::reset();
+        assert_eq!(call("ping", Value::Null).unwrap(), json!({ "pong": true }));
+    }
+
+    #[test]
+    fn fail_fails() {
+        testing::reset();
+        assert_eq!(
+            call("fail", Value::Null),
+            Err(PluginError::failed("failed on purpose"))
+        );
+    }
+
+    #[test]
+    fn kv_roundtrip_reads_back_what_it_wrote() {
+        testing::reset();
+        let out = call("kv_roundtrip", json!({ "key": "k", "value": { "n": 1 } })).unwrap();
+        assert_eq!(out, json!({ "key": "k", "value": { "n": 1 } }));
+        assert_eq!(testing::kv_entries()["k"], br#"{"n":1}"#);
+    }
+
+    #[test]
+    fn kv_roundtrip_reports_quota() {
+        testing::reset();
+        testing::set_kv_quota(Some(4));
+        assert!(matches!(
+            call("kv_roundtrip", json!({ "value": "too long" })),
+            Err(PluginError::Denied(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_capability_is_unsupported() {
+        testing::reset();
+        assert!(matches!(
+            call("nope", Value::Null),
+            Err(PluginError::Unsupported(_))
+        ));
+    }
+}
