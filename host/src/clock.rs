@@ -21,6 +21,31 @@ impl Timestamp {
     pub fn unix_millis(&self) -> i128 {
         self.0.unix_timestamp_nanos() / 1_000_000
     }
+
+    /// This moment plus `duration`.
+    pub fn plus(&self, duration: std::time::Duration) -> Self {
+        Self(self.0 + duration)
+    }
+
+    /// Time from now until this moment; zero if it has passed.
+    pub fn from_now(&self) -> std::time::Duration {
+        let left = self.0 - OffsetDateTime::now_utc();
+        left.try_into().unwrap_or_default()
+    }
+
+    /// Reads a deadline: an RFC 3339 timestamp, or a date (`2025-10-10`),
+    /// which means the end of that day in UTC.
+    pub fn parse_deadline(text: &str) -> Result<Self, String> {
+        if let Ok(stamp) = OffsetDateTime::parse(text, &Rfc3339) {
+            return Ok(Self(stamp));
+        }
+        let date =
+            time::Date::parse(text, format_description!("[year]-[month]-[day]")).map_err(|_| {
+                format!("{text:?} is neither a date (2025-10-10) nor an RFC 3339 timestamp")
+            })?;
+        let end_of_day = time::Time::from_hms_milli(23, 59, 59, 999).expect("a valid time");
+        Ok(Self(date.with_time(end_of_day).assume_utc()))
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -69,6 +94,15 @@ impl utoipa::ToSchema for Timestamp {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_are_dates_or_timestamps() {
+        let day = Timestamp::parse_deadline("2025-10-10").unwrap();
+        assert_eq!(day.to_string(), "2025-10-10T23:59:59.999Z");
+        let stamp = Timestamp::parse_deadline("2025-10-10T08:00:00+09:00").unwrap();
+        assert_eq!(stamp.to_string(), "2025-10-09T23:00:00.000Z");
+        assert!(Timestamp::parse_deadline("next week").is_err());
+    }
 
     #[test]
     fn shows_milliseconds_in_utc_and_reads_back() {

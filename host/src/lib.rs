@@ -11,7 +11,9 @@ pub mod logging;
 pub mod plugins;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod workers;
+pub mod workflows;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +21,9 @@ use std::time::Instant;
 
 use plugins::{Plugins, RuntimeConfig};
 use store::{RedbBackend, Store};
+use tasks::Tasks;
 use workers::Workers;
+use workflows::Workflows;
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "autoagent.redb";
@@ -48,9 +52,13 @@ pub struct App {
     /// Durable state.
     pub store: Store,
     /// Registered workers.
-    pub workers: Workers,
+    pub workers: Arc<Workers>,
     /// Loaded plugins and the sandbox that runs them.
-    pub plugins: Plugins,
+    pub plugins: Arc<Plugins>,
+    /// Defined workflows.
+    pub workflows: Arc<Workflows>,
+    /// The task queue and its scheduler.
+    pub tasks: Arc<Tasks>,
     /// HTTP counters for `/metrics`.
     pub http: api::HttpStats,
     /// When the host started.
@@ -59,8 +67,10 @@ pub struct App {
 
 impl App {
     /// Opens the store, loads the bundled plugins and those under
-    /// `<data_dir>/plugins`. A plugin folder that fails to load is logged and
-    /// listed as failed; it does not stop the host.
+    /// `<data_dir>/plugins`, and starts the scheduler (which queues again the
+    /// tasks that were running when the host last stopped). A plugin folder
+    /// that fails to load is logged and listed as failed; it does not stop
+    /// the host.
     pub async fn open(config: &AppConfig) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|err| {
             anyhow::anyhow!(
@@ -79,9 +89,16 @@ impl App {
             .await
             .map_err(|err| anyhow::anyhow!("a bundled plugin failed to load: {err}"))?;
         plugins.load_directory(&plugin_root(&config.data_dir)).await;
+        let plugins = Arc::new(plugins);
+        let workers = Arc::new(Workers::open(&store)?);
+        let workflows = Arc::new(Workflows::open(&store)?);
+        let tasks =
+            Tasks::open(&store, workers.clone(), workflows.clone(), plugins.clone()).await?;
         Ok(Arc::new(Self {
-            workers: Workers::new(&store),
+            workers,
             plugins,
+            workflows,
+            tasks,
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),

@@ -146,6 +146,17 @@ impl Host {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_dir.join("autoagent.log")).unwrap_or_default()
     }
+
+    /// The log file's text once it contains every one of `needles`. The host
+    /// writes its log from a background thread, so a line may trail the
+    /// response that caused it by a moment.
+    pub async fn log_containing(&self, needles: &[&str]) -> String {
+        eventually(10, &format!("log lines with {needles:?}"), || async {
+            let log = self.log();
+            needles.iter().all(|n| log.contains(n)).then_some(log)
+        })
+        .await
+    }
 }
 
 impl Drop for Host {
@@ -154,6 +165,50 @@ impl Drop for Host {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Installs a test guest from `tests/guests/<name>` as
+/// `<data_dir>/plugins/testing/<name>/`, as an operator would.
+pub fn install_guest(data_dir: &Path, name: &str, wasm: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests")
+        .join(name);
+    let dir = data_dir.join("plugins/testing").join(name);
+    std::fs::create_dir_all(&dir).expect("plugin folder");
+    std::fs::copy(source.join("plugin.toml"), dir.join("plugin.toml")).expect("manifest copied");
+    std::fs::copy(wasm, dir.join(format!("{name}.wasm"))).expect("component copied");
+}
+
+impl Host {
+    /// Starts a host with the `echo` and `hostile` test guests installed.
+    pub fn start_with_guests() -> Self {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let data = scratch.path().join("data");
+        install_guest(&data, "echo", guests::GUEST_ECHO);
+        install_guest(&data, "hostile", guests::GUEST_HOSTILE);
+        let mut host = Self::start_with(data, scratch.path().join("logs"));
+        host._scratch = Some(scratch);
+        host
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The management API against a real host: the user's guide's calls
 //! verbatim, the envelope, and every kind of bad input.
 
-use autoagent_tests::{Client, Host, json};
+use autoagent_tests::{Client, Host, eventually, json};
 
 /// The body of the guide's worker-registration curl, byte for byte.
 const SEED_WORKER: &str = r#"{
@@ -279,11 +279,14 @@ async fn log_lines_carry_level_and_ids() {
         .post_json(&host.url("/workers"), SEED_WORKER)
         .await
         .expect_ok(201);
-    let log = host.log();
-    let line = log
-        .lines()
-        .find(|line| line.contains("TODO_WORKER_001"))
-        .unwrap_or_else(|| panic!("no line names the worker:\n{log}"));
+    // The log is written by a background thread: give it a moment.
+    let line = eventually(10, "the registration's log line", || async {
+        host.log()
+            .lines()
+            .find(|line| line.contains("TODO_WORKER_001"))
+            .map(str::to_owned)
+    })
+    .await;
     assert!(line.contains(" INFO "), "{line}");
     assert!(line.starts_with("20"), "starts with a timestamp: {line}");
 }

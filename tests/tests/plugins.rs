@@ -1,39 +1,7 @@
 //! Plugins through the API of a real host: the bundled `todo` plugin, and
 //! hostile plugins that must fail alone while good ones keep answering.
 
-use std::path::{Path, PathBuf};
-
-use autoagent_tests::{Client, Host, guests, json};
-
-fn guest_folder(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("guests")
-        .join(name)
-}
-
-/// Installs a test guest as `<data>/plugins/testing/<name>/`.
-fn install(data_dir: &Path, name: &str, wasm: &str) {
-    let dir = data_dir.join("plugins/testing").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        guest_folder(name).join("plugin.toml"),
-        dir.join("plugin.toml"),
-    )
-    .unwrap();
-    std::fs::copy(wasm, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
-/// A host with the `echo` and `hostile` test guests installed.
-fn host_with_guests() -> Host {
-    let scratch = tempfile::tempdir().unwrap();
-    let data = scratch.path().join("data");
-    install(&data, "echo", guests::GUEST_ECHO);
-    install(&data, "hostile", guests::GUEST_HOSTILE);
-    let host = Host::start_with(data, scratch.path().join("logs"));
-    // Keep the folder for the host's lifetime.
-    std::mem::forget(scratch);
-    host
-}
+use autoagent_tests::{Client, Host, guests, install_guest as install, json};
 
 #[tokio::test]
 async fn the_bundled_todo_plugin_answers_through_the_api() {
@@ -145,7 +113,7 @@ async fn a_workers_capabilities_resolve_to_the_bundled_plugin() {
 
 #[tokio::test]
 async fn hostile_plugins_fail_alone_while_good_ones_keep_answering() {
-    let host = host_with_guests();
+    let host = Host::start_with_guests();
     let client = Client::new();
     let hostile = host.url("/teams/testing/plugins/hostile/invoke");
     let echo = host.url("/teams/testing/plugins/echo/invoke");
@@ -200,7 +168,7 @@ async fn hostile_plugins_fail_alone_while_good_ones_keep_answering() {
         .expect_ok(200);
     assert_eq!(info["failures"], 4);
     client.get(&host.url("/status")).await.expect_ok(200);
-    assert!(host.log().contains("plugin call failed"));
+    host.log_containing(&["plugin call failed"]).await;
 }
 
 #[tokio::test]
@@ -256,8 +224,6 @@ async fn a_broken_plugin_folder_is_listed_as_failed_and_the_host_runs() {
         typo["lastError"].as_str().unwrap().contains("memory-mb"),
         "{typo}"
     );
-    assert!(
-        host.log().contains("ERROR"),
-        "a failed load is an ERROR line"
-    );
+    // A failed load is an ERROR line.
+    host.log_containing(&["ERROR"]).await;
 }

@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::plugins::{CallError, InvokeError};
+use crate::tasks::TaskError;
 use crate::workers::WorkerError;
+use crate::workflows::WorkflowError;
 
 /// The success envelope: `{"success": true, "data": ...}`.
 #[derive(Debug, Serialize)]
@@ -150,6 +152,32 @@ impl From<WorkerError> for ApiError {
     }
 }
 
+impl From<TaskError> for ApiError {
+    fn from(err: TaskError) -> Self {
+        match err {
+            TaskError::Invalid { .. } => Self::invalid(err.to_string()),
+            TaskError::NotFound(_) => Self::not_found(err.to_string()),
+            TaskError::AlreadyEnded { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
+            TaskError::Store(store) => Self::internal(store),
+        }
+    }
+}
+
+impl From<WorkflowError> for ApiError {
+    fn from(err: WorkflowError) -> Self {
+        match err {
+            WorkflowError::Invalid { .. } => Self::invalid(err.to_string()),
+            WorkflowError::NotFound(_) => Self::not_found(err.to_string()),
+            WorkflowError::AlreadyExists(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
+            WorkflowError::Store(store) => Self::internal(store),
+        }
+    }
+}
+
 impl From<InvokeError> for ApiError {
     fn from(err: InvokeError) -> Self {
         let message = err.to_string();
@@ -189,6 +217,35 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Query parameters whose every failure becomes a 400 [`ApiError`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        rejection.body_text(),
+                    )
+                })?;
         Ok(Self(value))
     }
 }

@@ -10,7 +10,9 @@ mod error;
 mod metrics;
 mod plugins;
 mod system;
+mod tasks;
 mod workers;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -52,6 +54,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(workers::routes())
         .merge(plugins::routes())
         .merge(system::routes())
+        .merge(tasks::routes())
+        .merge(workflows::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     let routes = routes

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ok};
+use super::error::{ApiError, ApiQuery, ok};
 use super::metrics::MetricsSnapshot;
 use crate::App;
 use crate::clock::Timestamp;
@@ -100,9 +100,16 @@ struct RecoveryPerformance {
     responses((status = 200, description = "`data` is the status", body = Status))
 )]
 async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let workers = app.workers.count()?;
-    // Tasks, plans and incidents arrive with their own modules; until then
-    // their numbers are zeros and their components say `unavailable`.
+    let workers = app.workers.count();
+    let tasks = app.tasks.counts();
+    let finished = tasks.succeeded + tasks.failed;
+    let success_rate = if finished == 0 {
+        0.0
+    } else {
+        (tasks.succeeded as f64 * 1000.0 / finished as f64).round() / 10.0
+    };
+    // Plans and incidents arrive with their own modules; until then their
+    // numbers are zeros and their components say `unavailable`.
     Ok(ok(Status {
         timestamp: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
@@ -110,11 +117,11 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             worker_automation: WorkerAutomation {
                 status: ComponentStatus::Running,
                 workers,
-                active_tasks: 0,
+                active_tasks: tasks.active,
                 performance: TaskPerformance {
-                    total_tasks: 0,
-                    completed_tasks: 0,
-                    success_rate: 0.0,
+                    total_tasks: tasks.total,
+                    completed_tasks: tasks.succeeded,
+                    success_rate,
                 },
             },
             action_plan_automation: ActionPlanAutomation {
@@ -154,7 +161,7 @@ struct MetricsQuery {
 )]
 async fn metrics(
     State(app): State<Arc<App>>,
-    Query(query): Query<MetricsQuery>,
+    ApiQuery(query): ApiQuery<MetricsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wants_text = match query.format.as_deref() {
@@ -174,7 +181,7 @@ async fn metrics(
     };
     let (snapshot, requests) = MetricsSnapshot::gather(
         app.started.elapsed().as_secs_f64(),
-        app.workers.count()?,
+        app.workers.count(),
         app.plugins.totals(),
         &app.http,
     );

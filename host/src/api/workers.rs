@@ -15,6 +15,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
         .routes(routes!(register_worker, list_workers))
         .routes(routes!(get_worker))
+        .routes(routes!(restart_worker))
 }
 
 /// Registers a worker.
@@ -32,7 +33,8 @@ async fn register_worker(
     ApiJson(new): ApiJson<NewWorker>,
 ) -> Result<Response, ApiError> {
     let worker = app.workers.register(new).await?;
-    Ok(created(resolve(worker, &app.plugins)))
+    app.tasks.poke();
+    Ok(created(resolve(worker, &app.plugins, 0)))
 }
 
 /// Lists every worker, each capability resolved to the plugin serving it.
@@ -40,13 +42,17 @@ async fn register_worker(
     get, path = "/workers", tag = "workers",
     responses((status = 200, description = "`data` is the list of workers", body = Vec<WorkerView>))
 )]
-async fn list_workers(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let workers = app.workers.list()?;
-    let views: Vec<WorkerView> = workers
+async fn list_workers(State(app): State<Arc<App>>) -> Response {
+    let views: Vec<WorkerView> = app
+        .workers
+        .list()
         .into_iter()
-        .map(|worker| resolve(worker, &app.plugins))
+        .map(|worker| {
+            let active = app.tasks.active_on(&worker.id);
+            resolve(worker, &app.plugins, active)
+        })
         .collect();
-    Ok(ok(views))
+    ok(views)
 }
 
 /// One worker.
@@ -63,5 +69,39 @@ async fn get_worker(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let worker = app.workers.get(&id)?;
-    Ok(ok(resolve(worker, &app.plugins)))
+    let active = app.tasks.active_on(&id);
+    Ok(ok(resolve(worker, &app.plugins, active)))
+}
+
+/// What a worker restart did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Restarted {
+    worker_id: String,
+    status: crate::workers::WorkerStatus,
+    /// Tasks whose calls were stopped and that were queued again.
+    requeued_tasks: Vec<String>,
+}
+
+/// Stops the worker's running calls, queues their tasks again (the attempt
+/// counts) and returns the worker to `idle`.
+#[utoipa::path(
+    post, path = "/workers/{id}/restart", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses(
+        (status = 200, description = "Restarted", body = Restarted),
+        (status = 404, description = "No such worker", body = super::ErrorEnvelope),
+    )
+)]
+async fn restart_worker(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let worker = app.workers.get(&id)?;
+    let requeued_tasks = app.tasks.restart_worker(&id).await;
+    Ok(ok(Restarted {
+        worker_id: worker.id,
+        status: worker.status,
+        requeued_tasks,
+    }))
 }

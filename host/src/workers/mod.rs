@@ -3,6 +3,9 @@
 //! A worker declares a type and the capabilities it has; capabilities resolve
 //! to capability plugins of the worker's team (or the bundled `core` team).
 
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
@@ -87,6 +90,8 @@ pub struct WorkerView {
     /// The stored worker.
     #[serde(flatten)]
     pub worker: Worker,
+    /// Tasks it is running now.
+    pub active_tasks: usize,
     /// How each capability resolves.
     pub resolved_capabilities: Vec<ResolvedCapability>,
 }
@@ -127,17 +132,27 @@ pub enum WorkerError {
     Store(StoreError),
 }
 
-/// The worker registry.
+/// The worker registry. Workers are few and read on every scheduling pass,
+/// so they are cached in memory; the store is the truth on restart.
 pub struct Workers {
     table: Table<Worker>,
+    cache: RwLock<BTreeMap<String, Worker>>,
 }
 
 impl Workers {
     /// The registry kept in `store`.
-    pub fn new(store: &Store) -> Self {
-        Self {
-            table: store.table(WORKERS),
-        }
+    pub fn open(store: &Store) -> Result<Self, WorkerError> {
+        let table: Table<Worker> = store.table(WORKERS);
+        let cache = table
+            .list()
+            .map_err(WorkerError::Store)?
+            .into_iter()
+            .map(|worker| (worker.id.clone(), worker))
+            .collect();
+        Ok(Self {
+            table,
+            cache: RwLock::new(cache),
+        })
     }
 
     /// Registers a worker; durable when it returns.
@@ -164,6 +179,10 @@ impl Workers {
             }
             Err(err) => return Err(WorkerError::Store(err)),
         }
+        self.cache
+            .write()
+            .expect("worker cache poisoned")
+            .insert(worker.id.clone(), worker.clone());
         tracing::info!(
             worker_id = %worker.id,
             worker_type = %worker.kind,
@@ -176,25 +195,58 @@ impl Workers {
 
     /// One worker.
     pub fn get(&self, id: &str) -> Result<Worker, WorkerError> {
-        self.table
+        self.cache
+            .read()
+            .expect("worker cache poisoned")
             .get(id)
-            .map_err(WorkerError::Store)?
+            .cloned()
             .ok_or_else(|| WorkerError::NotFound(id.to_owned()))
     }
 
     /// Every worker, in id order.
-    pub fn list(&self) -> Result<Vec<Worker>, WorkerError> {
-        self.table.list().map_err(WorkerError::Store)
+    pub fn list(&self) -> Vec<Worker> {
+        self.cache
+            .read()
+            .expect("worker cache poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// How many workers are registered.
-    pub fn count(&self) -> Result<u64, WorkerError> {
-        self.table.count().map_err(WorkerError::Store)
+    pub fn count(&self) -> u64 {
+        self.cache.read().expect("worker cache poisoned").len() as u64
+    }
+
+    /// Counts a finished task on the worker that ran it; durable when it
+    /// returns.
+    pub async fn record_outcome(&self, id: &str, succeeded: bool) -> Result<(), WorkerError> {
+        let updated = {
+            let mut cache = self.cache.write().expect("worker cache poisoned");
+            let Some(worker) = cache.get_mut(id) else {
+                return Err(WorkerError::NotFound(id.to_owned()));
+            };
+            if succeeded {
+                worker.tasks_completed += 1;
+            } else {
+                worker.tasks_failed += 1;
+            }
+            worker.last_seen_at = Timestamp::now();
+            worker.clone()
+        };
+        self.table
+            .put(id, &updated)
+            .await
+            .map_err(WorkerError::Store)
     }
 }
 
-/// Resolves each capability of `worker` against the plugins loaded now.
-pub fn resolve(worker: Worker, plugins: &Plugins) -> WorkerView {
+/// Resolves each capability of `worker` against the plugins loaded now, and
+/// shows its live status given the tasks it is running.
+pub fn resolve(mut worker: Worker, plugins: &Plugins, active_tasks: usize) -> WorkerView {
+    if worker.status == WorkerStatus::Idle && active_tasks >= worker.concurrency as usize {
+        worker.status = WorkerStatus::Busy;
+    }
     let resolved_capabilities = worker
         .capabilities
         .iter()
@@ -220,6 +272,7 @@ pub fn resolve(worker: Worker, plugins: &Plugins) -> WorkerView {
         .collect();
     WorkerView {
         worker,
+        active_tasks,
         resolved_capabilities,
     }
 }

@@ -1,0 +1,161 @@
+//! `/workflows`: define, list and execute workflows.
+//!
+//! An execution is a task that runs the workflow; its id is the task's id.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiJson, created, ok};
+use crate::App;
+use crate::tasks::{NewTask, Priority, Task, TaskStatus};
+use crate::workflows::{NewWorkflow, Workflow};
+
+pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(define_workflow, list_workflows))
+        .routes(routes!(get_workflow))
+        .routes(routes!(execute_workflow))
+        .routes(routes!(get_execution))
+}
+
+/// Every workflow, built-in ones included.
+#[utoipa::path(
+    get, path = "/workflows", tag = "workflows",
+    responses((status = 200, description = "`data` is the list of workflows", body = Vec<Workflow>))
+)]
+async fn list_workflows(State(app): State<Arc<App>>) -> Response {
+    ok(app.workflows.list())
+}
+
+/// One workflow.
+#[utoipa::path(
+    get, path = "/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path, description = "Workflow name")),
+    responses(
+        (status = 200, description = "`data` is the workflow", body = Workflow),
+        (status = 404, description = "No such workflow", body = super::ErrorEnvelope),
+    )
+)]
+async fn get_workflow(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(ok(app.workflows.get(&name)?))
+}
+
+/// Defines a workflow of a team.
+#[utoipa::path(
+    post, path = "/workflows", tag = "workflows",
+    request_body = NewWorkflow,
+    responses(
+        (status = 201, description = "Defined; `data` is the workflow", body = Workflow),
+        (status = 409, description = "The name is taken", body = super::ErrorEnvelope),
+        (status = 422, description = "A field is missing or not allowed", body = super::ErrorEnvelope),
+    )
+)]
+async fn define_workflow(
+    State(app): State<Arc<App>>,
+    ApiJson(new): ApiJson<NewWorkflow>,
+) -> Result<Response, ApiError> {
+    Ok(created(app.workflows.define(new).await?))
+}
+
+/// What `POST /workflows/{name}/execute` takes.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExecuteRequest {
+    /// Input of the execution; steps read it as `$.data`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+    /// Priority of the execution's task (default `medium`).
+    priority: Option<Priority>,
+}
+
+/// An execution of a workflow.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Execution {
+    /// Execution id (the id of the task that runs it).
+    execution_id: String,
+    /// The workflow.
+    workflow: String,
+    /// Where it is.
+    status: TaskStatus,
+    /// The task, with the steps' outputs in `result` once it succeeded.
+    task: Task,
+}
+
+impl Execution {
+    fn of(task: Task) -> Self {
+        Self {
+            execution_id: task.id.clone(),
+            workflow: task.workflow.clone().unwrap_or_default(),
+            status: task.status,
+            task,
+        }
+    }
+}
+
+/// Starts an execution: a task of the workflow's worker type that runs its
+/// steps.
+#[utoipa::path(
+    post, path = "/workflows/{name}/execute", tag = "workflows",
+    params(("name" = String, Path, description = "Workflow name")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 201, description = "Queued; `data` is the execution", body = Execution),
+        (status = 404, description = "No such workflow", body = super::ErrorEnvelope),
+    )
+)]
+async fn execute_workflow(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    let workflow = app.workflows.get(&name)?;
+    let task = app
+        .tasks
+        .submit(NewTask {
+            kind: workflow.worker_type,
+            priority: request.priority,
+            data: request.data,
+            workflow: Some(workflow.name),
+            capability: None,
+            deadline: None,
+            max_attempts: None,
+            team: Some(workflow.team),
+        })
+        .await?;
+    Ok(created(Execution::of(task)))
+}
+
+/// One execution of a workflow.
+#[utoipa::path(
+    get, path = "/workflows/{name}/executions/{id}", tag = "workflows",
+    params(
+        ("name" = String, Path, description = "Workflow name"),
+        ("id" = String, Path, description = "Execution id"),
+    ),
+    responses(
+        (status = 200, description = "`data` is the execution", body = Execution),
+        (status = 404, description = "No such execution of this workflow", body = super::ErrorEnvelope),
+    )
+)]
+async fn get_execution(
+    State(app): State<Arc<App>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let task = app.tasks.get(&id)?;
+    if task.workflow.as_deref() != Some(name.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "workflow {name:?} has no execution {id:?}"
+        )));
+    }
+    Ok(ok(Execution::of(task)))
+}

@@ -1,0 +1,219 @@
+//! Tasks: the durable queue and the scheduler that hands tasks to workers.
+//!
+//! Every task lives in the store; the scheduler keeps the unfinished ones in
+//! memory as well, ordered by priority then age. A scheduling pass assigns
+//! each queued task to a worker of the same type whose capabilities cover
+//! the task and have a plugin to serve them, up to the worker's concurrency.
+//! All claims of one pass are written in one batch before any runs. A task
+//! that fails is retried with exponential backoff up to `maxAttempts`; a task
+//! past its deadline ends `timed_out`, stopping its call if one runs.
+//!
+//! Delivery is at least once: a task that was running when the host died is
+//! queued again on the next start (its attempt counted), so a plugin may see
+//! it twice. Nothing acknowledged is lost.
+
+mod scheduler;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+use crate::store::StoreError;
+
+pub use scheduler::{TaskCounts, Tasks};
+
+/// How urgent a task is; the queue serves `critical` first.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Served first.
+    Critical,
+    /// Served before medium and low.
+    High,
+    /// The default.
+    Medium,
+    /// Served last.
+    Low,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for a worker (or for its retry backoff to pass).
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// Failed on its last attempt.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+    /// Its deadline passed before it finished.
+    TimedOut,
+}
+
+impl TaskStatus {
+    /// True once the task will never change again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// A task submission, as `POST /tasks` takes it.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTask {
+    /// Task type; only workers of this type take it.
+    #[serde(rename = "type")]
+    #[schema(example = "TODO")]
+    pub kind: String,
+    /// `critical`, `high`, `medium` (default) or `low`.
+    pub priority: Option<Priority>,
+    /// Input for the workflow or capability.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Workflow to run (one of `workflow` and `capability` is required).
+    #[schema(example = "TODO_WORKFLOW")]
+    pub workflow: Option<String>,
+    /// Capability to run.
+    pub capability: Option<String>,
+    /// When the task must be done by: a date (end of that day, UTC) or an
+    /// RFC 3339 timestamp.
+    #[serde(default, deserialize_with = "deadline")]
+    #[schema(value_type = Option<String>, example = "2025-10-10")]
+    pub deadline: Option<Timestamp>,
+    /// Attempts before it fails for good (default 3).
+    pub max_attempts: Option<u32>,
+    /// Team whose plugins serve it; `default` when absent.
+    pub team: Option<String>,
+}
+
+fn deadline<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| Timestamp::parse_deadline(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// A task.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    /// Unique id, `task_…`.
+    pub id: String,
+    /// Task type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Priority.
+    pub priority: Priority,
+    /// Input.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Workflow it runs, if any.
+    pub workflow: Option<String>,
+    /// Capability it runs, if any.
+    pub capability: Option<String>,
+    /// Team whose plugins serve it.
+    pub team: String,
+    /// When it must be done by.
+    pub deadline: Option<Timestamp>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Where it is.
+    pub status: TaskStatus,
+    /// Worker running it, or that ran it last.
+    pub worker_id: Option<String>,
+    /// Output, once succeeded.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// Why a queued task is still waiting.
+    pub waiting_reason: Option<String>,
+    /// Not retried before this moment.
+    pub not_before: Option<Timestamp>,
+    /// When it was submitted.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When its last attempt started.
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Filters and paging of `GET /tasks`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    /// Only tasks with this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this type.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Only tasks of this priority.
+    pub priority: Option<Priority>,
+    /// Only tasks this worker runs or ran last.
+    pub worker: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// Tasks to skip.
+    pub offset: Option<usize>,
+}
+
+/// A page of tasks.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPage {
+    /// The tasks on this page, oldest first.
+    pub items: Vec<Task>,
+    /// Tasks matching the filters, on all pages.
+    pub total: usize,
+    /// Page size used.
+    pub limit: usize,
+    /// Tasks skipped.
+    pub offset: usize,
+}
+
+/// Why a task operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// A field has a value that is not allowed.
+    #[error("`{field}` {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No task has the id.
+    #[error("no task has id {0:?}")]
+    NotFound(String),
+    /// The task has already ended.
+    #[error("task {id:?} has already ended as {status:?}")]
+    AlreadyEnded {
+        /// The task.
+        id: String,
+        /// How it ended.
+        status: TaskStatus,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
