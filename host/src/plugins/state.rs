@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{Batch, RawTable, Store, StoreError, Table};
+use crate::store::{Batch, RawTable, Store, StoreError};
 
 const VALUES: &str = "plugin_kv";
-const USAGE: &str = "plugin_kv_usage";
 
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -35,13 +34,17 @@ pub enum StateError {
 }
 
 /// Key-value state of every plugin, keyed `team/plugin/key`.
+///
+/// A plugin's usage (bytes of keys and values) is counted in memory, from a
+/// scan of its keys the first time it is needed; the stored values are the
+/// truth. Writes to one key are serialised so the size they replace is
+/// exact; writes to different keys, even of one plugin, run and commit in
+/// parallel, each reserving its change of size before it writes.
 pub struct PluginState {
     store: Store,
     values: RawTable,
-    usage: Table<u64>,
-    /// Writes of one plugin are serialised so that its usage count stays
-    /// exact; different plugins write in parallel.
-    writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    usage: Mutex<HashMap<String, u64>>,
+    key_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PluginState {
@@ -50,8 +53,8 @@ impl PluginState {
         Self {
             store: store.clone(),
             values: store.raw_table(VALUES),
-            usage: store.table(USAGE),
-            writers: Mutex::default(),
+            usage: Mutex::default(),
+            key_turns: Mutex::default(),
         }
     }
 
@@ -81,9 +84,29 @@ impl PluginState {
             .collect())
     }
 
-    /// Bytes of keys and values a plugin holds.
+    /// Bytes of keys and values a plugin holds, writes in flight included.
     pub fn usage(&self, team: &str, plugin: &str) -> Result<u64, StateError> {
-        Ok(self.usage.get(&Self::owner(team, plugin))?.unwrap_or(0))
+        let owner = Self::owner(team, plugin);
+        let mut usage = self.usage.lock().expect("state usage poisoned");
+        self.usage_entry(&mut usage, &owner).map(|used| *used)
+    }
+
+    fn usage_entry<'u>(
+        &self,
+        usage: &'u mut HashMap<String, u64>,
+        owner: &str,
+    ) -> Result<&'u mut u64, StateError> {
+        if !usage.contains_key(owner) {
+            let prefix = format!("{owner}/");
+            let total = self
+                .values
+                .scan(&prefix)?
+                .iter()
+                .map(|(key, value)| (key.len() - prefix.len() + value.len()) as u64)
+                .sum();
+            usage.insert(owner.to_owned(), total);
+        }
+        Ok(usage.get_mut(owner).expect("inserted above"))
     }
 
     /// Writes (`Some`) or deletes (`None`) one value durably, keeping the
@@ -98,32 +121,64 @@ impl PluginState {
     ) -> Result<(), StateError> {
         let full_key = Self::full_key(team, plugin, key)?;
         let owner = Self::owner(team, plugin);
-        let writer = self
-            .writers
+        let turn = self
+            .key_turns
             .lock()
-            .expect("state writer map poisoned")
-            .entry(owner.clone())
+            .expect("state key map poisoned")
+            .entry(full_key.clone())
             .or_default()
             .clone();
-        let _turn = writer.lock().await;
+        let outcome = {
+            let _turn = turn.lock().await;
+            self.write_in_turn(&owner, &full_key, key, quota, value)
+                .await
+        };
+        // Forget the key's turn unless someone else is waiting for it.
+        let mut turns = self.key_turns.lock().expect("state key map poisoned");
+        if turns
+            .get(&full_key)
+            .is_some_and(|t| Arc::strong_count(t) == 2)
+        {
+            turns.remove(&full_key);
+        }
+        outcome
+    }
 
+    async fn write_in_turn(
+        &self,
+        owner: &str,
+        full_key: &str,
+        key: &str,
+        quota: u64,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
         let old_size = self
             .values
-            .get(&full_key)?
+            .get(full_key)?
             .map_or(0, |old| (key.len() + old.len()) as u64);
         let new_size = value.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
-        let used = self.usage(team, plugin)?;
-        let would_use = used.saturating_sub(old_size) + new_size;
-        if new_size > old_size && would_use > quota {
-            return Err(StateError::QuotaExceeded { would_use, quota });
+        {
+            let mut usage = self.usage.lock().expect("state usage poisoned");
+            let used = self.usage_entry(&mut usage, owner)?;
+            let would_use = used.saturating_sub(old_size) + new_size;
+            if new_size > old_size && would_use > quota {
+                return Err(StateError::QuotaExceeded { would_use, quota });
+            }
+            *used = would_use;
         }
         let mut batch = Batch::new();
         batch.push(match value {
-            Some(value) => self.values.put_op(&full_key, value),
-            None => self.values.delete_op(&full_key),
+            Some(value) => self.values.put_op(full_key, value),
+            None => self.values.delete_op(full_key),
         });
-        batch.push(self.usage.put_op(&owner, &would_use));
-        self.store.write(batch).await?;
+        if let Err(err) = self.store.write(batch).await {
+            // Give the reservation back; the value did not change.
+            let mut usage = self.usage.lock().expect("state usage poisoned");
+            if let Ok(used) = self.usage_entry(&mut usage, owner) {
+                *used = used.saturating_sub(new_size) + old_size;
+            }
+            return Err(err.into());
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! scheduling loop that runs tasks on workers through plugins.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -487,11 +488,19 @@ impl Tasks {
                 (w.concurrency as usize).saturating_sub(queue.load.get(&w.id).copied().unwrap_or(0))
             })
             .sum();
-        let ready: Vec<QueueKey> = queue.ready.iter().cloned().collect();
-        for key in ready {
-            if free_slots == 0 {
-                break;
-            }
+        // Walk the queue in order without copying it: it may hold many
+        // thousands of tasks while only a few slots are free.
+        let mut cursor: Option<QueueKey> = None;
+        while free_slots > 0 {
+            let next = match &cursor {
+                None => queue.ready.first(),
+                Some(after) => queue
+                    .ready
+                    .range((Bound::Excluded(after.clone()), Bound::Unbounded))
+                    .next(),
+            };
+            let Some(key) = next.cloned() else { break };
+            cursor = Some(key.clone());
             let Some(task) = queue.unfinished.get(&key.2) else {
                 continue;
             };

@@ -137,9 +137,19 @@ fn create(ctx: &CallContext, input: CreateInput) -> Result<Todo, PluginError> {
         .or_else(|| task_id.as_ref().map(display_id))
         .unwrap_or_else(|| "untitled".to_owned());
 
-    let number = kv::get_json::<u64>(COUNTER_KEY)?.unwrap_or(0) + 1;
+    // A todo made while a task runs is named after that task: a retried or
+    // requeued task (delivery is at least once) then rewrites its own todo
+    // instead of adding a duplicate, and no shared counter serialises
+    // concurrent tasks. Direct calls number their todos.
+    let (todo_id, number) = match &ctx.subject_id {
+        Some(subject) => (format!("todo_{subject}"), None),
+        None => {
+            let number = kv::get_json::<u64>(COUNTER_KEY)?.unwrap_or(0) + 1;
+            (format!("todo_{number}"), Some(number))
+        }
+    };
     let todo = Todo {
-        todo_id: format!("todo_{number}"),
+        todo_id,
         title,
         description: input.description,
         deadline: input.deadline,
@@ -151,7 +161,9 @@ fn create(ctx: &CallContext, input: CreateInput) -> Result<Todo, PluginError> {
     // The todo first, then the counter: if the second write fails, the next
     // call reuses the number and overwrites the orphan rather than skipping it.
     store(&todo)?;
-    kv::set_json(COUNTER_KEY, &number)?;
+    if let Some(number) = number {
+        kv::set_json(COUNTER_KEY, &number)?;
+    }
     log::log(
         Level::Info,
         format!("todo {} created: {}", todo.todo_id, todo.title),
@@ -302,6 +314,18 @@ mod tests {
         let todo = Todos::invoke(&ctx, "task_creation", json!({})).unwrap();
         assert_eq!(todo["taskId"], "task_9");
         assert_eq!(todo["title"], "task_9");
+    }
+
+    #[test]
+    fn a_task_that_runs_twice_rewrites_its_own_todo() {
+        testing::reset();
+        let ctx = testing::context().with_subject("task_9");
+        let first = Todos::invoke(&ctx, "task_creation", json!({"title": "a"})).unwrap();
+        let again = Todos::invoke(&ctx, "task_creation", json!({"title": "a"})).unwrap();
+        assert_eq!(first["todoId"], "todo_task_9");
+        assert_eq!(again["todoId"], first["todoId"]);
+        let summary = call("task_monitoring", json!({})).unwrap();
+        assert_eq!(summary["total"], 1);
     }
 
     #[test]

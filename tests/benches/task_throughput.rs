@@ -1,0 +1,157 @@
+//! Tasks per second end to end: concurrent HTTP clients submit tasks that
+//! run through the bundled `todo` plugin on several workers of a real host,
+//! every write durable. Reports throughput, submit-to-done latency, and the
+//! fsync rate of the same disk as the ceiling.
+//!
+//! Run with `cargo xtask build && cargo bench -p autoagent-tests --bench task_throughput`.
+//! `TASKS`, `CLIENTS`, `WORKERS` and `CONCURRENCY` override the defaults
+//! (20000, 64, 8, 16).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use autoagent_tests::{Client, Host, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let tasks = setting("TASKS", 20_000);
+    let clients = setting("CLIENTS", 64);
+    let workers = setting("WORKERS", 8);
+    let concurrency = setting("CONCURRENCY", 16);
+
+    let host = Host::start();
+    let fsyncs = fsync_rate(&host.data_dir, Duration::from_secs(2));
+    let client = Client::new();
+    for n in 0..workers {
+        let worker = json!({
+            "id": format!("BENCH_{n}"), "name": "bench", "type": "TODO",
+            "capabilities": ["task_creation"], "concurrency": concurrency
+        });
+        client
+            .post_json(&host.url("/workers"), &worker.to_string())
+            .await
+            .expect_ok(201);
+    }
+
+    let url = host.url("/tasks");
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..clients)
+        .map(|c| {
+            let url = url.clone();
+            let share = tasks / clients + usize::from(c < tasks % clients);
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for n in 0..share {
+                    let body = json!({
+                        "type": "TODO", "priority": "medium", "capability": "task_creation",
+                        "data": {"title": format!("bench {c}-{n}")}
+                    });
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    assert_eq!(response.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for submitter in submitters {
+        submitter.await.unwrap();
+    }
+    let submitted_in = started.elapsed();
+
+    let status_url = host.url("/status");
+    loop {
+        let status = client.get(&status_url).await.expect_ok(200);
+        let performance = &status["components"]["workerAutomation"]["performance"];
+        let finished = performance["completedTasks"].as_u64().unwrap_or(0);
+        if finished as usize >= tasks {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done_in = started.elapsed();
+
+    // Server-side timestamps give each task's submit-to-done latency.
+    let mut latencies = Vec::with_capacity(tasks);
+    let (mut first, mut last) = (None::<OffsetDateTime>, None::<OffsetDateTime>);
+    let mut offset = 0;
+    while offset < tasks {
+        let page = client
+            .get(&host.url(&format!("/tasks?limit=500&offset={offset}")))
+            .await
+            .expect_ok(200);
+        let items = page["items"].as_array().unwrap();
+        for task in items {
+            assert_eq!(task["status"], "succeeded", "{task}");
+            let at = |f: &str| OffsetDateTime::parse(task[f].as_str().unwrap(), &Rfc3339).unwrap();
+            let (created, finished) = (at("createdAt"), at("finishedAt"));
+            latencies.push((finished - created).as_seconds_f64() * 1000.0);
+            first = Some(first.map_or(created, |f| f.min(created)));
+            last = Some(last.map_or(finished, |l| l.max(finished)));
+        }
+        offset += items.len();
+        if items.is_empty() {
+            break;
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+    let span = (last.unwrap() - first.unwrap()).as_seconds_f64();
+
+    println!(
+        "task throughput: {tasks} tasks (capability task_creation of core/todo), {clients} clients, {workers} workers x concurrency {concurrency}"
+    );
+    println!(
+        "  all submitted (201) after {:.2} s: {:.0} submissions/s",
+        submitted_in.as_secs_f64(),
+        tasks as f64 / submitted_in.as_secs_f64()
+    );
+    println!(
+        "  all succeeded after {:.2} s: {:.0} tasks/s end to end",
+        done_in.as_secs_f64(),
+        tasks as f64 / done_in.as_secs_f64()
+    );
+    println!(
+        "  first submit to last done (server clock): {span:.2} s: {:.0} tasks/s",
+        tasks as f64 / span
+    );
+    println!(
+        "  submit-to-done latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(0.5),
+        percentile(0.99),
+        percentile(1.0)
+    );
+    println!(
+        "  fsync ceiling on the same disk: {fsyncs:.0} fsyncs/s (4 KiB write + fdatasync, one thread)"
+    );
+}
+
+/// How many `write + fdatasync` rounds one thread completes per second.
+fn fsync_rate(dir: &std::path::Path, for_how_long: Duration) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = [7u8; 4096];
+    let started = Instant::now();
+    let mut rounds = 0u64;
+    while started.elapsed() < for_how_long {
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        rounds += 1;
+    }
+    std::fs::remove_file(&path).unwrap();
+    rounds as f64 / started.elapsed().as_secs_f64()
+}
