@@ -73,20 +73,20 @@ async fn run() {
     }
     let submitted_in = started.elapsed();
 
-    let status_url = host.url("/status");
+    let unfinished = |status: &str| host.url(&format!("/tasks?status={status}&limit=1"));
     loop {
-        let status = client.get(&status_url).await.expect_ok(200);
-        let performance = &status["components"]["workerAutomation"]["performance"];
-        let finished = performance["completedTasks"].as_u64().unwrap_or(0);
-        if finished as usize >= tasks {
+        let queued = client.get(&unfinished("queued")).await.expect_ok(200)["total"].as_u64();
+        let running = client.get(&unfinished("running")).await.expect_ok(200)["total"].as_u64();
+        if queued == Some(0) && running == Some(0) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let done_in = started.elapsed();
 
     // Server-side timestamps give each task's submit-to-done latency.
     let mut latencies = Vec::with_capacity(tasks);
+    let mut failed = 0;
     let (mut first, mut last) = (None::<OffsetDateTime>, None::<OffsetDateTime>);
     let mut offset = 0;
     while offset < tasks {
@@ -96,7 +96,10 @@ async fn run() {
             .expect_ok(200);
         let items = page["items"].as_array().unwrap();
         for task in items {
-            assert_eq!(task["status"], "succeeded", "{task}");
+            if task["status"] != "succeeded" {
+                failed += 1;
+                continue;
+            }
             let at = |f: &str| OffsetDateTime::parse(task[f].as_str().unwrap(), &Rfc3339).unwrap();
             let (created, finished) = (at("createdAt"), at("finishedAt"));
             latencies.push((finished - created).as_seconds_f64() * 1000.0);
@@ -135,6 +138,7 @@ async fn run() {
         percentile(0.99),
         percentile(1.0)
     );
+    println!("  tasks that did not succeed: {failed}");
     println!(
         "  fsync ceiling on the same disk: {fsyncs:.0} fsyncs/s (4 KiB write + fdatasync, one thread)"
     );
