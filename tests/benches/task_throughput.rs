@@ -73,14 +73,14 @@ async fn run() {
     }
     let submitted_in = started.elapsed();
 
-    let unfinished = |status: &str| host.url(&format!("/tasks?status={status}&limit=1"));
+    let metrics_url = host.url("/metrics");
     loop {
-        let queued = client.get(&unfinished("queued")).await.expect_ok(200)["total"].as_u64();
-        let running = client.get(&unfinished("running")).await.expect_ok(200)["total"].as_u64();
-        if queued == Some(0) && running == Some(0) {
+        let metrics = client.get(&metrics_url).await.expect_ok(200);
+        let counts = &metrics["tasks"];
+        if counts["queued"] == 0 && counts["running"] == 0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let done_in = started.elapsed();
 

@@ -210,6 +210,10 @@ async fn metrics_come_as_json_and_as_prometheus_text() {
 
     let data = client.get(&host.url("/metrics")).await.expect_ok(200);
     assert_eq!(data["workers"], 1);
+    assert_eq!(
+        data["tasks"],
+        json!({"total": 0, "queued": 0, "running": 0, "succeeded": 0, "failed": 0})
+    );
     assert!(data["plugins"]["loaded"].as_u64().unwrap() >= 1, "{data}");
     assert!(data["http"]["requests"].as_u64().unwrap() >= 1);
 
@@ -263,6 +267,16 @@ async fn the_openapi_document_lists_every_route() {
         ("/teams/{team}/plugins", "get"),
         ("/teams/{team}/plugins/{name}", "get"),
         ("/teams/{team}/plugins/{name}/invoke", "post"),
+        ("/workers/{id}/restart", "post"),
+        ("/tasks", "post"),
+        ("/tasks", "get"),
+        ("/tasks/{id}", "get"),
+        ("/tasks/{id}/cancel", "post"),
+        ("/workflows", "get"),
+        ("/workflows", "post"),
+        ("/workflows/{name}", "get"),
+        ("/workflows/{name}/execute", "post"),
+        ("/workflows/{name}/executions/{id}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::plugins::PluginTotals;
+use crate::tasks::TaskCounts;
 
 /// Requests served, by method, route template and status.
 #[derive(Debug, Default)]
@@ -50,6 +51,8 @@ pub struct MetricsSnapshot {
     pub uptime_seconds: f64,
     /// Registered workers.
     pub workers: u64,
+    /// Task totals.
+    pub tasks: TaskCounts,
     /// Plugin totals.
     pub plugins: PluginTotals,
     /// HTTP requests answered.
@@ -71,6 +74,7 @@ impl MetricsSnapshot {
     pub fn gather(
         uptime_seconds: f64,
         workers: u64,
+        tasks: TaskCounts,
         plugins: PluginTotals,
         http: &HttpStats,
     ) -> (Self, BTreeMap<(String, String, u16), u64>) {
@@ -82,6 +86,7 @@ impl MetricsSnapshot {
         let snapshot = Self {
             uptime_seconds,
             workers,
+            tasks,
             plugins,
             http: HttpMetrics {
                 requests: requests.values().sum(),
@@ -110,6 +115,35 @@ impl MetricsSnapshot {
             gauge(self.uptime_seconds),
         );
         registry.register("workers", "Registered workers", gauge(self.workers as f64));
+        let task_gauges = Family::<Vec<(String, String)>, Gauge>::default();
+        for (status, count) in [
+            ("queued", self.tasks.queued),
+            ("running", self.tasks.running),
+        ] {
+            task_gauges
+                .get_or_create(&vec![("status".to_owned(), status.to_owned())])
+                .set(count as i64);
+        }
+        registry.register("tasks", "Unfinished tasks by status", task_gauges);
+        let task_counters = Family::<Vec<(String, String)>, Counter>::default();
+        for (outcome, count) in [
+            ("succeeded", self.tasks.succeeded),
+            ("failed", self.tasks.failed),
+        ] {
+            task_counters
+                .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+                .inc_by(count);
+        }
+        registry.register(
+            "tasks_finished",
+            "Tasks that ended, by outcome",
+            task_counters,
+        );
+        registry.register(
+            "tasks_submitted",
+            "Tasks submitted",
+            counter(self.tasks.total),
+        );
         registry.register(
             "plugins_loaded",
             "Plugins serving calls",

@@ -117,7 +117,7 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             worker_automation: WorkerAutomation {
                 status: ComponentStatus::Running,
                 workers,
-                active_tasks: tasks.active,
+                active_tasks: tasks.running,
                 performance: TaskPerformance {
                     total_tasks: tasks.total,
                     completed_tasks: tasks.succeeded,
@@ -182,6 +182,7 @@ async fn metrics(
     let (snapshot, requests) = MetricsSnapshot::gather(
         app.started.elapsed().as_secs_f64(),
         app.workers.count(),
+        app.tasks.counts(),
         app.plugins.totals(),
         &app.http,
     );

@@ -95,13 +95,16 @@ impl Queue {
     }
 }
 
-/// Totals for `/status`.
-#[derive(Debug, Clone, Copy, Default)]
+/// Totals for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TaskCounts {
     /// Tasks ever submitted.
     pub total: u64,
+    /// Tasks waiting for a worker or a retry.
+    pub queued: u64,
     /// Tasks running now.
-    pub active: u64,
+    pub running: u64,
     /// Tasks that succeeded.
     pub succeeded: u64,
     /// Tasks that ended failed or timed out.
@@ -313,9 +316,14 @@ impl Tasks {
 
     /// Totals for `/status`.
     pub fn counts(&self) -> TaskCounts {
+        let (unfinished, running) = {
+            let queue = self.lock();
+            (queue.unfinished.len() as u64, queue.running.len() as u64)
+        };
         TaskCounts {
             total: self.total.load(Ordering::Relaxed),
-            active: self.lock().running.len() as u64,
+            queued: unfinished - running,
+            running,
             succeeded: self.succeeded.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }
