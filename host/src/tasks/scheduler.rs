@@ -46,8 +46,11 @@ enum Outcome {
     Stopped(Stop),
 }
 
+/// A task's attempt in flight. `attempt` tells a stale execution (one whose
+/// attempt was stopped before it even started) from the current one.
 struct Running {
     worker_id: String,
+    attempt: u32,
     abort: Option<AbortHandle>,
 }
 
@@ -534,6 +537,7 @@ impl Tasks {
                 task.id.clone(),
                 Running {
                     worker_id: chosen.id.clone(),
+                    attempt: task.attempts,
                     abort: None,
                 },
             );
@@ -630,25 +634,47 @@ impl Tasks {
                 attempt = task.attempts,
                 "task assigned"
             );
-            let id = task.id.clone();
+            let (id, attempt) = (task.id.clone(), task.attempts);
             let handle = tokio::spawn(self.clone().execute(task, worker));
-            if let Some(running) = self.lock().running.get_mut(&id) {
+            if let Some(running) = self.lock().running.get_mut(&id)
+                && running.attempt == attempt
+            {
                 running.abort = Some(handle.abort_handle());
             }
         }
     }
 
     async fn execute(self: Arc<Self>, task: Task, worker: Worker) {
+        // A cancel, restart or deadline may have stopped this attempt between
+        // its claim and now; then it must not run at all.
+        if !self.owns_attempt(&task) {
+            return;
+        }
         let outcome = match self.run(&task, &worker).await {
             Ok(output) => Outcome::Succeeded(output),
             Err(error) => Outcome::Failed(error),
         };
         // Whoever removes the running entry owns the task's next state: a
         // cancel, restart or deadline may have taken it already.
-        if self.lock().running.remove(&task.id).is_none() {
-            return;
+        {
+            let mut queue = self.lock();
+            if !queue
+                .running
+                .get(&task.id)
+                .is_some_and(|running| running.attempt == task.attempts)
+            {
+                return;
+            }
+            queue.running.remove(&task.id);
         }
         self.finish(task, outcome).await;
+    }
+
+    fn owns_attempt(&self, task: &Task) -> bool {
+        self.lock()
+            .running
+            .get(&task.id)
+            .is_some_and(|running| running.attempt == task.attempts)
     }
 
     /// Runs the task's capability, or its workflow's steps in order.
