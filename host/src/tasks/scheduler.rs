@@ -656,16 +656,8 @@ impl Tasks {
         };
         // Whoever removes the running entry owns the task's next state: a
         // cancel, restart or deadline may have taken it already.
-        {
-            let mut queue = self.lock();
-            if !queue
-                .running
-                .get(&task.id)
-                .is_some_and(|running| running.attempt == task.attempts)
-            {
-                return;
-            }
-            queue.running.remove(&task.id);
+        if !self.take_attempt(&task) {
+            return;
         }
         self.finish(task, outcome).await;
     }
@@ -675,6 +667,19 @@ impl Tasks {
             .running
             .get(&task.id)
             .is_some_and(|running| running.attempt == task.attempts)
+    }
+
+    /// Removes the task's running entry if it still belongs to this attempt.
+    fn take_attempt(&self, task: &Task) -> bool {
+        let mut queue = self.lock();
+        let ours = queue
+            .running
+            .get(&task.id)
+            .is_some_and(|running| running.attempt == task.attempts);
+        if ours {
+            queue.running.remove(&task.id);
+        }
+        ours
     }
 
     /// Runs the task's capability, or its workflow's steps in order.
