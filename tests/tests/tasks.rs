@@ -31,15 +31,30 @@ const SEED_EXECUTE: &str = r#"{
     }
   }"#;
 
-/// Waits until a task ends and returns it.
-async fn terminal(client: &Client, host: &Host, id: &str) -> Value {
+/// Waits until a task is in a state `wanted` accepts and returns it.
+async fn task_when(
+    client: &Client,
+    host: &Host,
+    id: &str,
+    what: &str,
+    wanted: fn(&str) -> bool,
+) -> Value {
     let url = host.url(&format!("/tasks/{id}"));
-    eventually(30, &format!("task {id} to end"), || async {
+    eventually(30, &format!("task {id} to {what}"), || async {
         let task = client.get(&url).await.expect_ok(200);
-        let status = task["status"].as_str().unwrap().to_owned();
-        (status != "queued" && status != "running").then_some(task)
+        wanted(task["status"].as_str().unwrap()).then_some(task)
     })
     .await
+}
+
+/// Waits until a task ends and returns it.
+async fn terminal(client: &Client, host: &Host, id: &str) -> Value {
+    task_when(client, host, id, "end", |s| s != "queued" && s != "running").await
+}
+
+/// Waits until a task's attempt is running.
+async fn started(client: &Client, host: &Host, id: &str) {
+    task_when(client, host, id, "start", |s| s == "running").await;
 }
 
 async fn submit(client: &Client, host: &Host, body: Value) -> String {
@@ -322,14 +337,7 @@ async fn cancel_ends_a_queued_or_running_task_once() {
         json!({"type": "SLOW", "capability": "sleepish", "team": "testing", "data": {"ms": 800}}),
     )
     .await;
-    eventually(10, "the task to start", || async {
-        let task = client
-            .get(&host.url(&format!("/tasks/{running}")))
-            .await
-            .expect_ok(200);
-        (task["status"] == "running").then_some(())
-    })
-    .await;
+    started(&client, &host, &running).await;
     let cancelled = client
         .send(
             "POST",
@@ -355,14 +363,7 @@ async fn restart_stops_the_workers_calls_and_requeues_its_tasks() {
         json!({"type": "SLOW", "capability": "sleepish", "team": "testing", "data": {"ms": 700}}),
     )
     .await;
-    eventually(10, "the task to start", || async {
-        let task = client
-            .get(&host.url(&format!("/tasks/{id}")))
-            .await
-            .expect_ok(200);
-        (task["status"] == "running").then_some(())
-    })
-    .await;
+    started(&client, &host, &id).await;
     let restarted = client
         .send("POST", &host.url("/workers/S1/restart"), None, &[])
         .await
