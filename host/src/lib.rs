@@ -6,6 +6,7 @@
 //! repository root has the map.
 
 pub mod api;
+pub mod authoring;
 pub mod clock;
 pub mod logging;
 pub mod plugins;
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plugins::{Plugins, RuntimeConfig};
+use plugins::{FolderWatcher, Plugins, RuntimeConfig};
 use store::{RedbBackend, Store};
 use tasks::Tasks;
 use workers::Workers;
@@ -27,6 +28,9 @@ use workflows::Workflows;
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "autoagent.redb";
+
+/// Folder inside the data directory for compiled plugin components.
+pub const ARTIFACT_CACHE_DIR: &str = "cache/components";
 
 /// Where the host keeps its state.
 #[derive(Debug, Clone)]
@@ -63,11 +67,14 @@ pub struct App {
     pub http: api::HttpStats,
     /// When the host started.
     pub started: Instant,
+    /// Hot loading of plugin folders; stops when the app is dropped.
+    _watcher: Option<FolderWatcher>,
 }
 
 impl App {
     /// Opens the store, loads the bundled plugins and those under
-    /// `<data_dir>/plugins`, and starts the scheduler (which queues again the
+    /// `<data_dir>/plugins` (and watches that folder for changes), and
+    /// starts the scheduler (which queues again the
     /// tasks that were running when the host last stopped). A plugin folder
     /// that fails to load is logged and listed as failed; it does not stop
     /// the host.
@@ -83,13 +90,17 @@ impl App {
             .map_err(|err| anyhow::anyhow!("cannot open {}: {err}", db_path.display()))?;
         let store = Store::new(Arc::new(backend));
         let plugins = Plugins::new(&config.runtime, &store)
-            .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?;
+            .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?
+            .with_folders(plugin_root(&config.data_dir))
+            .with_artifact_cache(config.data_dir.join(ARTIFACT_CACHE_DIR));
         plugins
             .load_bundled()
             .await
             .map_err(|err| anyhow::anyhow!("a bundled plugin failed to load: {err}"))?;
-        plugins.load_directory(&plugin_root(&config.data_dir)).await;
+        plugins.load_folders().await;
         let plugins = Arc::new(plugins);
+        let watcher = FolderWatcher::start(plugins.clone())
+            .map_err(|err| anyhow::anyhow!("cannot watch the plugin folders: {err}"))?;
         let workers = Arc::new(Workers::open(&store)?);
         let workflows = Arc::new(Workflows::open(&store)?);
         let tasks =
@@ -102,6 +113,7 @@ impl App {
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),
+            _watcher: watcher,
         }))
     }
 }

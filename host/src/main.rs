@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use autoagent::authoring::{self, AuthoringError, NewPlugin, Push};
+use autoagent::plugins::PluginKind;
 use autoagent::{App, AppConfig, server};
 use clap::{Parser, Subcommand};
 
@@ -29,11 +31,65 @@ enum Command {
         #[arg(long, default_value = "./logs")]
         log_dir: PathBuf,
     },
+    /// Writes and uploads plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Creates a ready plugin crate: Cargo.toml, plugin.toml and a working
+    /// src/lib.rs with unit tests.
+    New {
+        /// `capability`, `health-check` or `recovery-strategy`.
+        #[arg(value_parser = parse_kind)]
+        kind: PluginKind,
+        /// Plugin and crate name: lower-case letters, digits, `-` and `_`.
+        name: String,
+        /// Team that will own the plugin.
+        #[arg(long, default_value = "default")]
+        team: String,
+        /// Folder to create (default: `./<name>`).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Folder of the `autoagent-sdk` crate to depend on by path
+        /// (default: the sources this binary was built from, if present,
+        /// else the published crate).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Builds a plugin crate for wasm32-wasip2 and uploads it, with its
+    /// plugin.toml, to a running host.
+    Push {
+        /// The plugin crate's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The host to upload to.
+        #[arg(long, default_value = "http://127.0.0.1:50000")]
+        host: String,
+        /// Upload this component instead of building the crate.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<PluginKind, String> {
+    [
+        PluginKind::Capability,
+        PluginKind::HealthCheck,
+        PluginKind::RecoveryStrategy,
+    ]
+    .into_iter()
+    .find(|kind| kind.world() == text)
+    .ok_or_else(|| "expected capability, health-check or recovery-strategy".to_owned())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Plugin { command } => plugin_command(command),
         Command::Serve {
             listen,
             data_dir,
@@ -68,6 +124,50 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn plugin_command(command: PluginCommand) -> ExitCode {
+    let outcome = match command {
+        PluginCommand::New {
+            kind,
+            name,
+            team,
+            path,
+            sdk,
+        } => authoring::new_plugin(&NewPlugin {
+            kind,
+            dir: path.unwrap_or_else(|| PathBuf::from(&name)),
+            name,
+            team,
+            sdk,
+        })
+        .map(|dir| {
+            println!("created {}", dir.display());
+            println!(
+                "next: cd {} && cargo test && autoagent plugin push",
+                dir.display()
+            );
+        }),
+        PluginCommand::Push { dir, host, wasm } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building the tokio runtime");
+            runtime
+                .block_on(authoring::push(&Push { dir, host, wasm }))
+                .map(|pushed| {
+                    let verb = if pushed.replaced { "replaced" } else { "added" };
+                    println!("{verb} {}", pushed.plugin);
+                })
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("autoagent: {err}");
+            ExitCode::from(AuthoringError::exit_code(&err))
         }
     }
 }

@@ -302,21 +302,7 @@ impl Client {
             request = request.header(*name, *value);
         }
         let response = request.send().await.expect("request sent");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = response.text().await.expect("body read");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            content_type,
-            text,
-            json,
-        }
+        Reply::read(response).await
     }
 
     /// GET.
@@ -333,5 +319,51 @@ impl Client {
             &[],
         )
         .await
+    }
+}
+
+impl Client {
+    /// DELETE.
+    pub async fn delete(&self, url: &str) -> Reply {
+        self.send("DELETE", url, None, &[]).await
+    }
+
+    /// PUT of a plugin upload: a multipart form with `manifest` and
+    /// `component`, as `autoagent plugin push` sends it.
+    pub async fn put_plugin(&self, url: &str, manifest: &str, component: Vec<u8>) -> Reply {
+        let form = reqwest::multipart::Form::new()
+            .text("manifest", manifest.to_owned())
+            .part(
+                "component",
+                reqwest::multipart::Part::bytes(component).file_name("plugin.wasm"),
+            );
+        let response = self
+            .http
+            .put(url)
+            .multipart(form)
+            .send()
+            .await
+            .expect("request sent");
+        Reply::read(response).await
+    }
+}
+
+impl Reply {
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.expect("body read");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            content_type,
+            text,
+            json,
+        }
     }
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::plugins::{CallError, InvokeError};
+use crate::plugins::{CallError, InvokeError, LoadError, RemoveError};
 use crate::tasks::TaskError;
 use crate::workers::WorkerError;
 use crate::workflows::WorkflowError;
@@ -199,6 +199,34 @@ impl From<InvokeError> for ApiError {
                 };
                 Self::new(status, call.code(), message)
             }
+        }
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(err: LoadError) -> Self {
+        let code = match &err {
+            LoadError::Manifest(_) => "invalid_manifest",
+            LoadError::Compile(_) => "invalid_component",
+            LoadError::WrongWorld { .. } => "wrong_world",
+            LoadError::Mismatch(_) => "manifest_mismatch",
+            LoadError::Forbidden(_) => {
+                return Self::new(StatusCode::FORBIDDEN, "forbidden", err.to_string());
+            }
+            LoadError::Io { .. } => return Self::internal(err),
+        };
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, err.to_string())
+    }
+}
+
+impl From<RemoveError> for ApiError {
+    fn from(err: RemoveError) -> Self {
+        match err {
+            RemoveError::NotFound { .. } => Self::not_found(err.to_string()),
+            RemoveError::Forbidden(_) => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", err.to_string())
+            }
+            RemoveError::Io(_) => Self::internal(err),
         }
     }
 }

@@ -2,21 +2,32 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, ok};
+use super::error::{ApiError, ApiJson, created, ok};
 use crate::App;
 use crate::plugins::{Caller, PluginInfo};
 
+/// Largest upload accepted (manifest and component together), in bytes.
+pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
+    let (schemas, paths, upload) = routes!(upload_plugin);
     OpenApiRouter::new()
         .routes(routes!(list_plugins))
         .routes(routes!(list_team_plugins))
-        .routes(routes!(get_team_plugin))
+        .routes(routes!(get_team_plugin, delete_plugin))
+        .routes((
+            schemas,
+            paths,
+            upload.layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        ))
         .routes(routes!(invoke_plugin))
 }
 
@@ -106,4 +117,135 @@ async fn invoke_plugin(
         .invoke(&team, &name, &request.capability, &request.input, caller)
         .await?;
     Ok(ok(output))
+}
+
+/// The form of an upload: `multipart/form-data` with two parts.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document only.
+struct UploadForm {
+    /// The text of `plugin.toml`.
+    manifest: String,
+    /// The component, built for `wasm32-wasip2`.
+    #[schema(value_type = String, format = Binary)]
+    component: Vec<u8>,
+}
+
+/// An upload read from its form; every malformed form is an [`ApiError`].
+struct PluginUpload {
+    manifest: String,
+    component: Vec<u8>,
+}
+
+fn form_error(err: MultipartError) -> ApiError {
+    let status = err.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "payload_too_large"
+    } else {
+        "invalid_form"
+    };
+    ApiError::new(status, code, err.body_text())
+}
+
+impl<S: Send + Sync> FromRequest<S> for PluginUpload {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let mut form = Multipart::from_request(req, state).await.map_err(
+            |rejection: MultipartRejection| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "expected `Content-Type: multipart/form-data` with parts `manifest` \
+                         and `component` ({})",
+                        rejection.body_text()
+                    ),
+                )
+            },
+        )?;
+        let (mut manifest, mut component) = (None, None);
+        while let Some(field) = form.next_field().await.map_err(form_error)? {
+            match field.name().unwrap_or_default() {
+                "manifest" => {
+                    let text = field.text().await.map_err(form_error)?;
+                    manifest = Some(text);
+                }
+                "component" => {
+                    let bytes = field.bytes().await.map_err(form_error)?;
+                    component = Some(bytes.to_vec());
+                }
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "unknown form part {other:?}; expected `manifest` and `component`"
+                    )));
+                }
+            }
+        }
+        match (manifest, component) {
+            (Some(manifest), Some(component)) => Ok(Self {
+                manifest,
+                component,
+            }),
+            (None, _) => Err(ApiError::invalid("form part `manifest` is missing")),
+            (_, None) => Err(ApiError::invalid("form part `component` is missing")),
+        }
+    }
+}
+
+/// Uploads a new version of a team's plugin (or its first). The component is
+/// compiled and checked against its kind's world before anything changes;
+/// then its folder is written durably and the new version serves the next
+/// call, while calls in flight finish on the old one. A broken upload leaves
+/// the serving version as it was and is recorded as the plugin's `lastError`.
+#[utoipa::path(
+    put, path = "/teams/{team}/plugins/{name}", tag = "plugins",
+    params(
+        ("team" = String, Path, description = "Team"),
+        ("name" = String, Path, description = "Plugin name; must match the manifest"),
+    ),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Replaced; `data` is the plugin now serving", body = PluginInfo),
+        (status = 201, description = "Added; `data` is the plugin now serving", body = PluginInfo),
+        (status = 403, description = "The team may not hold this plugin (`core` is reserved)", body = super::ErrorEnvelope),
+        (status = 413, description = "Over the upload limit", body = super::ErrorEnvelope),
+        (status = 415, description = "Not a multipart form", body = super::ErrorEnvelope),
+        (status = 422, description = "Bad manifest, not a component, wrong world, or a manifest the component contradicts", body = super::ErrorEnvelope),
+    )
+)]
+async fn upload_plugin(
+    State(app): State<Arc<App>>,
+    Path((team, name)): Path<(String, String)>,
+    upload: PluginUpload,
+) -> Result<Response, ApiError> {
+    let uploaded = app
+        .plugins
+        .upload(&team, &name, upload.manifest, upload.component)
+        .await?;
+    Ok(if uploaded.replaced {
+        ok(uploaded.info)
+    } else {
+        created(uploaded.info)
+    })
+}
+
+/// Removes a team's plugin and its folder. Calls in flight finish; bundled
+/// plugins cannot be removed.
+#[utoipa::path(
+    delete, path = "/teams/{team}/plugins/{name}", tag = "plugins",
+    params(
+        ("team" = String, Path, description = "Team"),
+        ("name" = String, Path, description = "Plugin name"),
+    ),
+    responses(
+        (status = 200, description = "Removed; `data` is the plugin as it was", body = PluginInfo),
+        (status = 403, description = "A bundled plugin", body = super::ErrorEnvelope),
+        (status = 404, description = "No such plugin", body = super::ErrorEnvelope),
+    )
+)]
+async fn delete_plugin(
+    State(app): State<Arc<App>>,
+    Path((team, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(ok(app.plugins.remove(&team, &name).await?))
 }

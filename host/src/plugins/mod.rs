@@ -7,20 +7,26 @@
 //! Each call takes an `Arc` of the plugin as it is at that moment, so a later
 //! replacement never disturbs calls in flight.
 
+mod artifacts;
 mod bundled;
+pub mod folder;
 mod host_api;
 pub mod manifest;
 mod runtime;
 mod state;
+mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
+
+use artifacts::{ArtifactCache, Origin};
+use folder::PluginFiles;
 
 use crate::clock::Timestamp;
 use crate::store::Store;
@@ -29,6 +35,7 @@ pub use host_api::HostContext;
 pub use manifest::{Manifest, ManifestError, PluginKind};
 pub use runtime::{CallError, Prepared, Runtime, RuntimeConfig};
 pub use state::PluginState;
+pub use watch::FolderWatcher;
 
 /// The team whose plugins every team may use: the ones shipped in the binary.
 pub const CORE_TEAM: &str = "core";
@@ -55,7 +62,7 @@ pub enum LoadError {
     /// The component's own description contradicts its manifest.
     #[error("{0}")]
     Mismatch(String),
-    /// Reading the plugin's folder failed.
+    /// Reading or writing the plugin's folder failed.
     #[error("{path}: {message}")]
     Io {
         /// File or folder at fault.
@@ -63,6 +70,37 @@ pub enum LoadError {
         /// What the system said.
         message: String,
     },
+    /// The plugin may not be placed where it was asked to go.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl From<folder::FolderError> for LoadError {
+    fn from(err: folder::FolderError) -> Self {
+        Self::Io {
+            path: err.path,
+            message: err.message,
+        }
+    }
+}
+
+/// Why a plugin could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    /// No such plugin, serving or failed.
+    #[error("team {team:?} has no plugin named {name:?}")]
+    NotFound {
+        /// Team asked for.
+        team: String,
+        /// Plugin asked for.
+        name: String,
+    },
+    /// Bundled plugins are part of the binary.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The folder could not be removed; the plugin still serves.
+    #[error("cannot remove the plugin folder: {0}")]
+    Io(String),
 }
 
 /// Why a plugin call could not be made or did not succeed.
@@ -136,6 +174,8 @@ pub struct PluginInfo {
     pub source: PluginSource,
     /// When the serving version was loaded.
     pub loaded_at: Option<Timestamp>,
+    /// SHA-256 of the serving component's bytes.
+    pub component_sha256: Option<String>,
     /// Calls made to it since the host started.
     pub calls: u64,
     /// Calls that failed.
@@ -163,6 +203,9 @@ struct CallStats {
 /// A plugin version ready to serve.
 struct LoadedPlugin {
     manifest: Arc<Manifest>,
+    /// The manifest as written, to tell an unchanged folder from a new one.
+    manifest_text: String,
+    wasm_sha256: String,
     prepared: Prepared,
     capabilities: Vec<CapabilityInfo>,
     slots: Semaphore,
@@ -170,11 +213,56 @@ struct LoadedPlugin {
     loaded_at: Timestamp,
 }
 
+impl LoadedPlugin {
+    fn holds(&self, manifest_text: &str, wasm_sha256: &str) -> bool {
+        self.manifest_text == manifest_text && self.wasm_sha256 == wasm_sha256
+    }
+}
+
 /// A plugin whose load failed, kept so operators can see why.
 struct FailedPlugin {
     manifest: Option<Arc<Manifest>>,
     error: String,
     source: PluginSource,
+    /// The manifest text and component hash that failed, if they were read:
+    /// the same files are not tried again until they change.
+    content: Option<(String, String)>,
+}
+
+/// What [`Plugins::sync_folder`] found and did.
+#[derive(Debug)]
+pub enum FolderSync {
+    /// A new version from the folder serves now.
+    Loaded(Box<PluginInfo>),
+    /// The folder holds what already serves (or what already failed).
+    Unchanged,
+    /// The folder is gone, and so is the plugin.
+    Removed,
+    /// There is neither a folder nor a plugin.
+    Absent,
+}
+
+/// A version compiled and checked, not yet serving.
+struct Ready {
+    plugin: LoadedPlugin,
+    files: PluginFiles,
+    origin: Origin,
+    started: Instant,
+}
+
+impl Ready {
+    fn manifest_arc(&self) -> Arc<Manifest> {
+        self.plugin.manifest.clone()
+    }
+}
+
+/// What an upload did.
+#[derive(Debug)]
+pub struct Uploaded {
+    /// The plugin as it serves now.
+    pub info: PluginInfo,
+    /// Whether an earlier version was replaced.
+    pub replaced: bool,
 }
 
 type PluginKey = (String, String);
@@ -205,27 +293,65 @@ pub struct PluginTotals {
 }
 
 /// The loaded plugins of every team.
+///
+/// Every change to one plugin (a folder sync, an upload, a removal) takes
+/// that plugin's turn first, so changes to one plugin apply in the order
+/// they were asked for, while other plugins change in parallel.
 pub struct Plugins {
     runtime: Runtime,
+    artifacts: ArtifactCache,
     state: Arc<PluginState>,
+    folders: Option<PathBuf>,
     loaded: RwLock<BTreeMap<PluginKey, Arc<LoadedPlugin>>>,
     failed: RwLock<BTreeMap<PluginKey, FailedPlugin>>,
     stats: RwLock<BTreeMap<PluginKey, Arc<CallStats>>>,
+    turns: Mutex<HashMap<PluginKey, Arc<tokio::sync::Mutex<()>>>>,
+    generation: tokio::sync::watch::Sender<u64>,
     next_call: AtomicU64,
 }
 
 impl Plugins {
-    /// An empty registry on a fresh runtime, with state kept in `store`.
+    /// An empty registry on a fresh runtime, with state kept in `store`,
+    /// no plugin folders and no artifact cache.
     pub fn new(config: &RuntimeConfig, store: &Store) -> Result<Self, String> {
         let runtime = Runtime::new(config).map_err(|err| format!("{err:#}"))?;
         Ok(Self {
+            artifacts: ArtifactCache::new(None, runtime.engine()),
             runtime,
             state: Arc::new(PluginState::new(store)),
+            folders: None,
             loaded: RwLock::default(),
             failed: RwLock::default(),
             stats: RwLock::default(),
+            turns: Mutex::default(),
+            generation: tokio::sync::watch::Sender::new(0),
             next_call: AtomicU64::new(1),
         })
+    }
+
+    /// Keeps plugins in folders under `root` (`<team>/<name>/`): uploads
+    /// are written there and [`Plugins::load_folders`] reads them.
+    pub fn with_folders(mut self, root: PathBuf) -> Self {
+        self.folders = Some(root);
+        self
+    }
+
+    /// Caches compiled components in `dir`, so unchanged plugins load
+    /// without compiling.
+    pub fn with_artifact_cache(mut self, dir: PathBuf) -> Self {
+        self.artifacts = ArtifactCache::new(Some(dir), self.runtime.engine());
+        self
+    }
+
+    /// The folder plugins are kept in, if any.
+    pub fn folders(&self) -> Option<&Path> {
+        self.folders.as_deref()
+    }
+
+    /// A receiver that sees a new number whenever the set of serving
+    /// plugins changes (a load, a swap, a removal).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Loads the plugins embedded in the binary.
@@ -237,83 +363,268 @@ impl Plugins {
         Ok(())
     }
 
-    /// Loads every plugin under `root`, laid out as `<team>/<name>/` with a
-    /// `plugin.toml` and one `.wasm` file each. A broken plugin is logged and
-    /// listed as failed; the others load.
-    pub async fn load_directory(&self, root: &Path) -> Vec<(PathBuf, LoadError)> {
+    /// Loads every plugin folder, after finishing any replacement a crash
+    /// interrupted. A broken plugin is logged and listed as failed; the
+    /// others load.
+    pub async fn load_folders(&self) -> Vec<(PathBuf, LoadError)> {
+        let Some(root) = self.folders.clone() else {
+            return Vec::new();
+        };
+        folder::recover(&root);
         let mut errors = Vec::new();
-        for dir in plugin_dirs(root) {
-            let source = PluginSource::Directory {
-                path: dir.display().to_string(),
+        for dir in folder::plugin_dirs(&root) {
+            let Some((team, name)) = folder::owner_of(&root, &dir) else {
+                continue;
             };
-            let outcome = match read_plugin_dir(&dir) {
-                Ok((manifest, wasm)) => {
-                    self.load_expecting(&manifest, wasm, source.clone(), &dir)
-                        .await
-                }
-                Err(err) => Err(err),
-            };
-            if let Err(err) = outcome {
-                tracing::error!(path = %dir.display(), error = %err, "plugin failed to load");
-                self.record_failure(&dir, None, &err, source);
+            if let Err(err) = self.sync_folder(&team, &name).await {
                 errors.push((dir, err));
             }
         }
         errors
     }
 
-    async fn load_expecting(
-        &self,
-        manifest_text: &str,
-        wasm: Vec<u8>,
-        source: PluginSource,
-        dir: &Path,
-    ) -> Result<PluginInfo, LoadError> {
-        let manifest = Manifest::parse(manifest_text)?;
-        let folder = |n: usize| {
-            dir.iter()
-                .rev()
-                .nth(n)
-                .map(|s| s.to_string_lossy().into_owned())
+    async fn turn(&self, key: &PluginKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = self
+            .turns
+            .lock()
+            .expect("plugin turns poisoned")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        turn.lock_owned().await
+    }
+
+    /// Makes the plugin serve what its folder holds: loads a new or changed
+    /// folder, removes the plugin of a folder that is gone, and leaves an
+    /// unchanged one alone. A folder that fails to load is logged and
+    /// recorded; the version already serving, if any, goes on serving.
+    pub async fn sync_folder(&self, team: &str, name: &str) -> Result<FolderSync, LoadError> {
+        let Some(root) = self.folders.clone() else {
+            return Ok(FolderSync::Absent);
         };
-        if folder(0).as_deref() != Some(manifest.name.as_str())
-            || folder(1).as_deref() != Some(manifest.team.as_str())
+        let key = (team.to_owned(), name.to_owned());
+        let _turn = self.turn(&key).await;
+        let dir = root.join(team).join(name);
+        let source = PluginSource::Directory {
+            path: dir.display().to_string(),
+        };
+        if !dir.is_dir() {
+            return Ok(if self.unload(&key, "its folder was removed") {
+                FolderSync::Removed
+            } else {
+                FolderSync::Absent
+            });
+        }
+        let files = match folder::read(&dir) {
+            Ok(files) => files,
+            Err(err) => {
+                let err = LoadError::from(err);
+                self.record_failure(&key, None, &err, source, None);
+                return Err(err);
+            }
+        };
+        let wasm_sha256 = artifacts::sha256_hex(&files.wasm);
+        if self.serves_or_failed(&key, &files.manifest, &wasm_sha256) {
+            return Ok(FolderSync::Unchanged);
+        }
+        let content = Some((files.manifest.clone(), wasm_sha256.clone()));
+        match self
+            .place_and_prepare(team, name, files, wasm_sha256, source.clone())
+            .await
         {
-            return Err(LoadError::Mismatch(format!(
-                "plugin.toml names {}/{}, but the folder is {}",
-                manifest.team,
-                manifest.name,
-                dir.display()
+            Ok(prepared) => Ok(FolderSync::Loaded(Box::new(self.install(prepared)))),
+            Err((manifest, err)) => {
+                self.record_failure(&key, manifest, &err, source, content);
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether `key` already serves, or already failed on, these files.
+    fn serves_or_failed(&self, key: &PluginKey, manifest_text: &str, wasm_sha256: &str) -> bool {
+        let serving = self
+            .loaded
+            .read()
+            .expect("plugin registry poisoned")
+            .get(key)
+            .is_some_and(|plugin| plugin.holds(manifest_text, wasm_sha256));
+        let failed = self
+            .failed
+            .read()
+            .expect("plugin registry poisoned")
+            .get(key)
+            .and_then(|failed| failed.content.as_ref())
+            .is_some_and(|(text, sha)| text == manifest_text && sha == wasm_sha256);
+        serving || failed
+    }
+
+    /// Checks that a plugin for folder `team/name` may live there and
+    /// prepares it.
+    async fn place_and_prepare(
+        &self,
+        team: &str,
+        name: &str,
+        files: PluginFiles,
+        wasm_sha256: String,
+        source: PluginSource,
+    ) -> Result<Ready, (Option<Arc<Manifest>>, LoadError)> {
+        let manifest = Manifest::parse(&files.manifest).map_err(|err| (None, err.into()))?;
+        let manifest = Arc::new(manifest);
+        let refuse = |err| Err((Some(manifest.clone()), err));
+        if team == CORE_TEAM {
+            return refuse(reserved_team());
+        }
+        if manifest.team != team || manifest.name != name {
+            return refuse(LoadError::Mismatch(format!(
+                "plugin.toml names {}/{}, but the plugin is placed as {team}/{name}",
+                manifest.team, manifest.name
             )));
         }
-        self.load(manifest_text, wasm, source).await
+        self.prepare(manifest.clone(), files, wasm_sha256, source)
+            .await
+            .map_err(|err| (Some(manifest), err))
+    }
+
+    /// Replaces (or adds) a team's plugin with an uploaded component and
+    /// manifest. The new version is compiled and checked first; only then is
+    /// its folder written durably and the version swapped in. If anything
+    /// fails, the version serving before goes on serving, and the failure is
+    /// logged and recorded on the plugin.
+    pub async fn upload(
+        &self,
+        team: &str,
+        name: &str,
+        manifest_text: String,
+        wasm: Vec<u8>,
+    ) -> Result<Uploaded, LoadError> {
+        let root = self.folders.clone().ok_or_else(|| {
+            LoadError::Forbidden("this host keeps no plugin folders; uploads are off".into())
+        })?;
+        if team == CORE_TEAM {
+            // Refused before it touches anything: there is no plugin of
+            // `core` to record the failure on.
+            tracing::error!(
+                team,
+                plugin = name,
+                "plugin upload refused: team is reserved"
+            );
+            return Err(reserved_team());
+        }
+        let key = (team.to_owned(), name.to_owned());
+        let _turn = self.turn(&key).await;
+        let wasm_sha256 = artifacts::sha256_hex(&wasm);
+        let source = PluginSource::Directory {
+            path: root.join(team).join(name).display().to_string(),
+        };
+        let files = PluginFiles {
+            manifest: manifest_text,
+            wasm,
+        };
+        let content = Some((files.manifest.clone(), wasm_sha256.clone()));
+        let outcome = match self
+            .place_and_prepare(team, name, files, wasm_sha256, source.clone())
+            .await
+        {
+            Ok(ready) => match folder::write(&root, team, name, &ready.files) {
+                Ok(_) => Ok(ready),
+                Err(err) => Err((
+                    Some(ready.manifest_arc()),
+                    LoadError::Io {
+                        path: root.join(team).join(name),
+                        message: err.to_string(),
+                    },
+                )),
+            },
+            Err(failure) => Err(failure),
+        };
+        match outcome {
+            Ok(ready) => {
+                let replaced = self
+                    .loaded
+                    .read()
+                    .expect("plugin registry poisoned")
+                    .contains_key(&key);
+                Ok(Uploaded {
+                    info: self.install(ready),
+                    replaced,
+                })
+            }
+            Err((manifest, err)) => {
+                tracing::error!(team, plugin = name, error = %err, "plugin upload refused; the serving version, if any, is unchanged");
+                self.record_failure(&key, manifest, &err, source, content);
+                Err(err)
+            }
+        }
+    }
+
+    /// Stops serving a team's plugin and deletes its folder. Calls in flight
+    /// finish on the version they started with.
+    pub async fn remove(&self, team: &str, name: &str) -> Result<PluginInfo, RemoveError> {
+        let key = (team.to_owned(), name.to_owned());
+        let _turn = self.turn(&key).await;
+        let info = self.get(team, name).ok_or_else(|| RemoveError::NotFound {
+            team: team.to_owned(),
+            name: name.to_owned(),
+        })?;
+        if matches!(info.source, PluginSource::Bundled) {
+            return Err(RemoveError::Forbidden(format!(
+                "{team}/{name} is bundled in the binary and cannot be removed"
+            )));
+        }
+        if let Some(root) = &self.folders {
+            folder::remove(root, team, name).map_err(|err| RemoveError::Io(err.to_string()))?;
+        }
+        self.unload(&key, "removed through the API");
+        Ok(info)
+    }
+
+    /// Forgets a plugin, serving or failed. Returns whether there was one.
+    fn unload(&self, key: &PluginKey, why: &str) -> bool {
+        let served = self
+            .loaded
+            .write()
+            .expect("plugin registry poisoned")
+            .remove(key)
+            .is_some();
+        let failed = self
+            .failed
+            .write()
+            .expect("plugin registry poisoned")
+            .remove(key)
+            .is_some();
+        if served {
+            self.generation.send_modify(|g| *g += 1);
+            tracing::info!(team = %key.0, plugin = %key.1, "plugin unloaded: {why}");
+        }
+        served || failed
     }
 
     fn record_failure(
         &self,
-        dir: &Path,
+        key: &PluginKey,
         manifest: Option<Arc<Manifest>>,
         err: &LoadError,
         source: PluginSource,
+        content: Option<(String, String)>,
     ) {
-        let mut parts = dir.iter().rev().map(|s| s.to_string_lossy().into_owned());
-        let name = parts.next().unwrap_or_default();
-        let team = parts.next().unwrap_or_default();
+        tracing::error!(team = %key.0, plugin = %key.1, error = %err, "plugin failed to load");
         self.failed
             .write()
             .expect("plugin registry poisoned")
             .insert(
-                (team, name),
+                key.clone(),
                 FailedPlugin {
                     manifest,
                     error: err.to_string(),
                     source,
+                    content,
                 },
             );
     }
 
     /// Compiles, checks and installs one plugin; on success it serves the
-    /// next call. On failure nothing changes.
+    /// next call. On failure nothing changes. Used for bundled plugins and
+    /// by tests; folders and uploads go through their own paths.
     pub async fn load(
         &self,
         manifest_text: &str,
@@ -321,16 +632,36 @@ impl Plugins {
         source: PluginSource,
     ) -> Result<PluginInfo, LoadError> {
         let manifest = Arc::new(Manifest::parse(manifest_text)?);
+        let wasm_sha256 = artifacts::sha256_hex(&wasm);
+        let files = PluginFiles {
+            manifest: manifest_text.to_owned(),
+            wasm,
+        };
+        let ready = self.prepare(manifest, files, wasm_sha256, source).await?;
+        Ok(self.install(ready))
+    }
+
+    /// Compiles (or takes from the cache), links and checks a component
+    /// against its manifest. Nothing is installed.
+    async fn prepare(
+        &self,
+        manifest: Arc<Manifest>,
+        files: PluginFiles,
+        wasm_sha256: String,
+        source: PluginSource,
+    ) -> Result<Ready, LoadError> {
         let started = Instant::now();
         // Compiling is CPU-bound and can take a second: keep it off the
         // executor so requests keep flowing.
         let engine = self.runtime.engine().clone();
-        let component = tokio::task::spawn_blocking(move || {
-            wasmtime::component::Component::new(&engine, &wasm)
+        let artifacts = self.artifacts.clone();
+        let (files, sha, compiled) = tokio::task::spawn_blocking(move || {
+            let compiled = artifacts.component(&engine, &files.wasm, &wasm_sha256);
+            (files, wasm_sha256, compiled)
         })
         .await
-        .map_err(|err| LoadError::Compile(format!("compiler thread failed: {err}")))?
-        .map_err(|err| LoadError::Compile(format!("{err:#}")))?;
+        .map_err(|err| LoadError::Compile(format!("compiler thread failed: {err}")))?;
+        let (component, origin) = compiled.map_err(|err| LoadError::Compile(format!("{err:#}")))?;
         let prepared = self
             .runtime
             .prepare(manifest.kind, &component)
@@ -350,16 +681,37 @@ impl Plugins {
             }
             PluginKind::HealthCheck | PluginKind::RecoveryStrategy => Vec::new(),
         };
-        let plugin = Arc::new(LoadedPlugin {
-            slots: Semaphore::new(manifest.limits.max_concurrent_calls as usize),
-            manifest: manifest.clone(),
-            prepared,
-            capabilities,
-            source,
-            loaded_at: Timestamp::now(),
-        });
+        Ok(Ready {
+            plugin: LoadedPlugin {
+                slots: Semaphore::new(manifest.limits.max_concurrent_calls as usize),
+                manifest,
+                manifest_text: files.manifest.clone(),
+                wasm_sha256: sha,
+                prepared,
+                capabilities,
+                source,
+                loaded_at: Timestamp::now(),
+            },
+            files,
+            origin,
+            started,
+        })
+    }
+
+    /// Swaps a prepared version in: the next call gets it, calls in flight
+    /// keep the one they hold.
+    fn install(&self, ready: Ready) -> PluginInfo {
+        let Ready {
+            plugin,
+            origin,
+            started,
+            ..
+        } = ready;
+        let plugin = Arc::new(plugin);
+        let manifest = plugin.manifest.clone();
         let key = (manifest.team.clone(), manifest.name.clone());
-        self.loaded
+        let previous = self
+            .loaded
             .write()
             .expect("plugin registry poisoned")
             .insert(key.clone(), plugin.clone());
@@ -367,15 +719,18 @@ impl Plugins {
             .write()
             .expect("plugin registry poisoned")
             .remove(&key);
+        self.generation.send_modify(|g| *g += 1);
         tracing::info!(
             team = %manifest.team,
             plugin = %manifest.name,
             version = %manifest.version,
-            kind = manifest.kind.world(),
+            previous_version = %previous.as_ref().map_or("-", |p| p.manifest.version.as_str()),
+            kind = %manifest.kind.world(),
+            artifact = %origin.as_str(),
             millis = started.elapsed().as_millis() as u64,
             "plugin loaded"
         );
-        Ok(self.info_of(&key, &plugin))
+        self.info_of(&key, &plugin)
     }
 
     fn host_context(&self, manifest: &Arc<Manifest>, caller: Caller) -> HostContext {
@@ -420,6 +775,7 @@ impl Plugins {
             capabilities: plugin.capabilities.clone(),
             source: plugin.source.clone(),
             loaded_at: Some(plugin.loaded_at),
+            component_sha256: Some(plugin.wasm_sha256.clone()),
             calls: stats.calls.load(Ordering::Relaxed),
             failures: stats.failures.load(Ordering::Relaxed),
         }
@@ -439,6 +795,7 @@ impl Plugins {
             capabilities: Vec::new(),
             source: failed.source.clone(),
             loaded_at: None,
+            component_sha256: failed.content.as_ref().map(|(_, sha)| sha.clone()),
             calls: stats.calls.load(Ordering::Relaxed),
             failures: stats.failures.load(Ordering::Relaxed),
         }
@@ -464,6 +821,14 @@ impl Plugins {
             }
         }
         infos.into_values().collect()
+    }
+
+    /// Names of a team's plugins, serving or failed.
+    pub fn names_of(&self, team: &str) -> Vec<String> {
+        self.list(Some(team))
+            .into_iter()
+            .map(|info| info.name)
+            .collect()
     }
 
     /// One plugin of a team.
@@ -574,6 +939,12 @@ impl Plugins {
     }
 }
 
+fn reserved_team() -> LoadError {
+    LoadError::Forbidden(format!(
+        "team `{CORE_TEAM}` is reserved for the plugins bundled in the binary"
+    ))
+}
+
 /// Keeps what the component describes, after checking it offers every
 /// capability its manifest promises.
 fn check_capabilities(
@@ -594,51 +965,4 @@ fn check_capabilities(
         .filter(|(name, _)| manifest.capabilities.contains(name))
         .map(|(name, description)| CapabilityInfo { name, description })
         .collect())
-}
-
-/// `<root>/<team>/<name>` folders, in name order.
-fn plugin_dirs(root: &Path) -> Vec<PathBuf> {
-    let subdirs = |dir: &Path| -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.is_dir())
-            .collect();
-        dirs.sort();
-        dirs
-    };
-    subdirs(root)
-        .iter()
-        .flat_map(|team| subdirs(team))
-        .collect()
-}
-
-/// Reads `plugin.toml` and the one `.wasm` file of a plugin folder.
-fn read_plugin_dir(dir: &Path) -> Result<(String, Vec<u8>), LoadError> {
-    let io = |path: &Path, err: std::io::Error| LoadError::Io {
-        path: path.to_owned(),
-        message: err.to_string(),
-    };
-    let manifest_path = dir.join("plugin.toml");
-    let manifest =
-        std::fs::read_to_string(&manifest_path).map_err(|err| io(&manifest_path, err))?;
-    let wasm_files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|err| io(dir, err))?
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
-        .collect();
-    let [wasm_path] = wasm_files.as_slice() else {
-        return Err(LoadError::Io {
-            path: dir.to_owned(),
-            message: format!(
-                "expected exactly one .wasm file, found {}",
-                wasm_files.len()
-            ),
-        });
-    };
-    let wasm = std::fs::read(wasm_path).map_err(|err| io(wasm_path, err))?;
-    Ok((manifest, wasm))
 }

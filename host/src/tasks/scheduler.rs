@@ -410,11 +410,15 @@ impl Tasks {
     }
 
     async fn schedule_forever(self: Arc<Self>) {
+        // A plugin loaded, swapped or removed can make waiting tasks
+        // runnable (or not), so a change to the plugins wakes the loop too.
+        let mut plugin_changes = self.plugins.subscribe();
         loop {
             let next_timer = self.pass().await;
             let sleep = next_timer.map_or(Duration::from_secs(3600), |at| at.from_now());
             tokio::select! {
                 _ = self.wake.notified() => {}
+                Ok(()) = plugin_changes.changed() => {}
                 _ = tokio::time::sleep(sleep.max(Duration::from_millis(1))) => {}
             }
         }

@@ -1,0 +1,150 @@
+//! Compiled components, cached on disk so that a restart or a reload of an
+//! unchanged plugin does not compile it again.
+//!
+//! An entry is named after the SHA-256 of the component's bytes and a hash
+//! of the engine's compatibility key (wasmtime's version and every setting
+//! that changes generated code). A host built with another wasmtime, or
+//! configured differently, looks for other names and never loads an artifact
+//! it cannot run. Entries are written to a temporary file, synced and renamed,
+//! so a crash leaves either a whole entry or none; an entry that still fails
+//! to load is compiled again and rewritten.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The SHA-256 of some bytes, as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+/// How a component was obtained, for the load log line and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled now (and stored in the cache, if there is one).
+    Compiled,
+    /// Loaded from the cache.
+    Cached,
+}
+
+impl Origin {
+    /// `compiled` or `cached`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compiled => "compiled",
+            Self::Cached => "cached",
+        }
+    }
+}
+
+/// The on-disk cache of compiled components, or none (everything compiles).
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: Option<PathBuf>,
+    engine_key: String,
+}
+
+impl ArtifactCache {
+    /// A cache in `dir` for artifacts of `engine`; `None` disables caching.
+    pub fn new(dir: Option<PathBuf>, engine: &Engine) -> Self {
+        // `DefaultHasher::new()` has fixed keys, so the name is stable from
+        // one run of the same binary to the next; a different toolchain may
+        // name entries differently, which only costs a recompile.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Self {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    fn entry(&self, wasm_sha256: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{wasm_sha256}-{}.cwasm", self.engine_key)))
+    }
+
+    /// The compiled form of `wasm`, from the cache when it holds a usable
+    /// entry, else compiled now and stored. CPU-heavy: call it on a
+    /// blocking thread.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        wasm_sha256: &str,
+    ) -> wasmtime::Result<(Component, Origin)> {
+        let entry = self.entry(wasm_sha256);
+        if let Some(path) = entry.as_deref().filter(|path| path.exists()) {
+            // SAFETY: entries are written only by `store` below, from
+            // `Component::serialize` of this engine configuration (the file
+            // name carries its compatibility hash), into the host's own data
+            // folder, which is trusted like the binary itself. wasmtime still
+            // checks the header and refuses an incompatible artifact.
+            match unsafe { Component::deserialize_file(engine, path) } {
+                Ok(component) => return Ok((component, Origin::Cached)),
+                Err(err) => tracing::warn!(
+                    path = %path.display(),
+                    error = %format!("{err:#}"),
+                    "cached plugin artifact unusable; compiling again"
+                ),
+            }
+        }
+        let started = Instant::now();
+        let component = Component::new(engine, wasm)?;
+        if let Some(path) = entry {
+            match component.serialize() {
+                Ok(bytes) => {
+                    if let Err(err) = store(&path, &bytes) {
+                        tracing::warn!(
+                            path = %path.display(),
+                            error = %err,
+                            "cannot cache compiled plugin; it will compile again next time"
+                        );
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "cannot serialize compiled plugin")
+                }
+            }
+        }
+        tracing::debug!(
+            millis = started.elapsed().as_millis() as u64,
+            "plugin component compiled"
+        );
+        Ok((component, Origin::Compiled))
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache entries live in a folder");
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|err| err.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_input() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! Plugin folders on disk: `<root>/<team>/<name>/` holding a `plugin.toml`
+//! and one `.wasm` file.
+//!
+//! The folders are the source of truth for every plugin that is not bundled:
+//! an operator copies files in, an upload writes the same layout. Names
+//! starting with a dot are the host's own scratch (a folder being written, a
+//! replaced or deleted one) and are never loaded.
+//!
+//! A folder is replaced whole: the new one is written and synced beside the
+//! old under a dot-name, then the old is renamed away and the new renamed
+//! into place. [`recover`] finishes or rolls back a replacement that a crash
+//! interrupted, so a plugin folder is always the old version or the new one.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// The file that describes a plugin.
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// What a plugin folder holds.
+pub struct PluginFiles {
+    /// The text of `plugin.toml`.
+    pub manifest: String,
+    /// The component's bytes.
+    pub wasm: Vec<u8>,
+}
+
+/// Why a folder could not be read.
+#[derive(Debug)]
+pub struct FolderError {
+    /// File or folder at fault.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn is_scratch(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with('.')
+}
+
+/// `<root>/<team>/<name>` folders, in name order, scratch folders left out.
+pub fn plugin_dirs(root: &Path) -> Vec<PathBuf> {
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| !is_scratch(&entry.file_name()))
+            .map(|entry| entry.path())
+            .filter(|path| path.is_dir())
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    subdirs(root)
+        .iter()
+        .flat_map(|team| subdirs(team))
+        .collect()
+}
+
+/// The `(team, name)` whose folder `path` is in or is, if any.
+pub fn owner_of(root: &Path, path: &Path) -> Option<(String, String)> {
+    let mut parts = path.strip_prefix(root).ok()?.components();
+    let mut next = || match parts.next() {
+        Some(Component::Normal(part)) if !is_scratch(part) => {
+            Some(part.to_string_lossy().into_owned())
+        }
+        _ => None,
+    };
+    Some((next()?, next()?))
+}
+
+/// Reads `plugin.toml` and the one `.wasm` file of a plugin folder.
+pub fn read(dir: &Path) -> Result<PluginFiles, FolderError> {
+    let fail = |path: &Path, message: String| FolderError {
+        path: path.to_owned(),
+        message,
+    };
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest =
+        fs::read_to_string(&manifest_path).map_err(|err| fail(&manifest_path, err.to_string()))?;
+    let wasm_files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|err| fail(dir, err.to_string()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    let [wasm_path] = wasm_files.as_slice() else {
+        return Err(fail(
+            dir,
+            format!(
+                "expected exactly one .wasm file, found {}",
+                wasm_files.len()
+            ),
+        ));
+    };
+    let wasm = fs::read(wasm_path).map_err(|err| fail(wasm_path, err.to_string()))?;
+    Ok(PluginFiles { manifest, wasm })
+}
+
+/// Replaces (or creates) `<root>/<team>/<name>/` with `files`, durably:
+/// when this returns, the new folder survives a crash.
+pub fn write(root: &Path, team: &str, name: &str, files: &PluginFiles) -> io::Result<PathBuf> {
+    let team_dir = root.join(team);
+    create_dir_durably(&team_dir)?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}.staging-"))
+        .tempdir_in(&team_dir)?;
+    write_synced(
+        &staging.path().join(MANIFEST_FILE),
+        files.manifest.as_bytes(),
+    )?;
+    write_synced(&staging.path().join(format!("{name}.wasm")), &files.wasm)?;
+    sync_dir(staging.path())?;
+
+    let target = team_dir.join(name);
+    let old = team_dir.join(format!(".{name}.old"));
+    if old.exists() {
+        fs::remove_dir_all(&old)?;
+    }
+    if target.exists() {
+        fs::rename(&target, &old)?;
+    }
+    fs::rename(staging.keep(), &target)?;
+    sync_dir(&team_dir)?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(target)
+}
+
+/// Removes `<root>/<team>/<name>/` durably. Returns whether it existed.
+pub fn remove(root: &Path, team: &str, name: &str) -> io::Result<bool> {
+    let team_dir = root.join(team);
+    let target = team_dir.join(name);
+    if !target.exists() {
+        return Ok(false);
+    }
+    let doomed = team_dir.join(format!(".{name}.deleted"));
+    if doomed.exists() {
+        fs::remove_dir_all(&doomed)?;
+    }
+    fs::rename(&target, &doomed)?;
+    sync_dir(&team_dir)?;
+    let _ = fs::remove_dir_all(&doomed);
+    Ok(true)
+}
+
+/// Finishes what a crash interrupted: a replaced folder whose successor did
+/// not land is put back, and leftover scratch is removed.
+pub fn recover(root: &Path) {
+    let teams = fs::read_dir(root).into_iter().flatten().flatten();
+    for team in teams.filter(|entry| entry.path().is_dir()) {
+        let team_dir = team.path();
+        let entries = fs::read_dir(&team_dir).into_iter().flatten().flatten();
+        for entry in entries {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(scratch) = file_name.strip_prefix('.') else {
+                continue;
+            };
+            let path = entry.path();
+            if let Some(name) = scratch.strip_suffix(".old")
+                && !team_dir.join(name).exists()
+            {
+                tracing::warn!(path = %path.display(), "restoring a plugin folder whose replacement was interrupted");
+                let _ = fs::rename(&path, team_dir.join(name));
+                let _ = sync_dir(&team_dir);
+            } else {
+                let _ = fs::remove_dir_all(&path);
+            }
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing parents, syncing each parent that gained
+/// an entry so the new folders survive a crash.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durably(parent)?;
+        fs::create_dir(dir).or_else(|err| match err.kind() {
+            io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(err),
+        })?;
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(version: &str) -> PluginFiles {
+        PluginFiles {
+            manifest: format!("version = \"{version}\""),
+            wasm: version.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn write_replaces_the_folder_whole() {
+        let root = tempfile::tempdir().unwrap();
+        write(root.path(), "ops", "probe", &files("1")).unwrap();
+        let dir = write(root.path(), "ops", "probe", &files("2")).unwrap();
+        let read_back = read(&dir).unwrap();
+        assert_eq!(read_back.manifest, "version = \"2\"");
+        assert_eq!(read_back.wasm, b"2");
+        assert_eq!(plugin_dirs(root.path()), vec![dir]);
+    }
+
+    #[test]
+    fn recover_restores_an_interrupted_replacement() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = write(root.path(), "ops", "probe", &files("1")).unwrap();
+        // A crash between renaming the old folder away and the new one in.
+        fs::rename(&dir, root.path().join("ops/.probe.old")).unwrap();
+        fs::create_dir(root.path().join("ops/.probe.staging-x")).unwrap();
+        assert!(plugin_dirs(root.path()).is_empty());
+        recover(root.path());
+        assert_eq!(read(&dir).unwrap().manifest, "version = \"1\"");
+        assert_eq!(fs::read_dir(root.path().join("ops")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn remove_deletes_and_reports() {
+        let root = tempfile::tempdir().unwrap();
+        write(root.path(), "ops", "probe", &files("1")).unwrap();
+        assert!(remove(root.path(), "ops", "probe").unwrap());
+        assert!(!remove(root.path(), "ops", "probe").unwrap());
+        assert!(plugin_dirs(root.path()).is_empty());
+    }
+
+    #[test]
+    fn owner_of_skips_scratch() {
+        let root = Path::new("/data/plugins");
+        assert_eq!(
+            owner_of(root, Path::new("/data/plugins/ops/probe/plugin.toml")),
+            Some(("ops".into(), "probe".into()))
+        );
+        assert_eq!(
+            owner_of(root, Path::new("/data/plugins/ops/.probe.old/x")),
+            None
+        );
+        assert_eq!(owner_of(root, Path::new("/data/plugins/ops")), None);
+        assert_eq!(owner_of(root, Path::new("/elsewhere/ops/probe")), None);
+    }
+}

@@ -1,0 +1,135 @@
+//! Hot loading: watches the plugin folders and brings each changed plugin
+//! in line with its folder.
+//!
+//! File events are debounced (an editor or `cp` makes several in a row) and
+//! mapped to the plugins whose folders they touch; each such plugin is then
+//! synced through [`Plugins::sync_folder`], which loads a changed folder,
+//! removes the plugin of a deleted one and ignores one whose files are what
+//! already serves (such as the folder an upload just wrote).
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_debouncer_mini::notify::{self, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use tokio::sync::mpsc;
+
+use super::{Plugins, folder};
+
+/// How long the folder must stay quiet before a change is loaded.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Keeps the watch alive; dropping it stops hot loading.
+pub struct FolderWatcher {
+    _debouncer: Debouncer<RecommendedWatcher>,
+}
+
+/// A plugin folder, or a whole team's folder, that changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Touched {
+    Plugin(String, String),
+    Team(String),
+}
+
+fn touched(root: &Path, path: &Path) -> Option<Touched> {
+    if let Some((team, name)) = folder::owner_of(root, path) {
+        return Some(Touched::Plugin(team, name));
+    }
+    let mut parts = path.strip_prefix(root).ok()?.components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(team)), None) if !team.to_string_lossy().starts_with('.') => {
+            Some(Touched::Team(team.to_string_lossy().into_owned()))
+        }
+        _ => None,
+    }
+}
+
+impl FolderWatcher {
+    /// Watches `plugins`' folder root (creating it if needed) and syncs
+    /// every plugin whose folder changes. Must be called inside the tokio
+    /// runtime.
+    pub fn start(plugins: Arc<Plugins>) -> notify::Result<Option<Self>> {
+        let Some(root) = plugins.folders().map(Path::to_path_buf) else {
+            return Ok(None);
+        };
+        std::fs::create_dir_all(&root).map_err(notify::Error::io)?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let event_root = root.clone();
+        let mut debouncer =
+            new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
+                Ok(events) => {
+                    let changed: BTreeSet<Touched> = events
+                        .iter()
+                        .filter_map(|event| touched(&event_root, &event.path))
+                        .collect();
+                    if !changed.is_empty() {
+                        let _ = sender.send(changed);
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "watching plugin folders failed"),
+            })?;
+        debouncer.watcher().watch(&root, RecursiveMode::Recursive)?;
+        tokio::spawn(sync_changes(plugins, root.clone(), receiver));
+        tracing::info!(path = %root.display(), "watching plugin folders for changes");
+        Ok(Some(Self {
+            _debouncer: debouncer,
+        }))
+    }
+}
+
+async fn sync_changes(
+    plugins: Arc<Plugins>,
+    root: PathBuf,
+    mut changes: mpsc::UnboundedReceiver<BTreeSet<Touched>>,
+) {
+    while let Some(changed) = changes.recv().await {
+        let mut wanted = BTreeSet::new();
+        for touched in changed {
+            match touched {
+                Touched::Plugin(team, name) => {
+                    wanted.insert((team, name));
+                }
+                Touched::Team(team) => {
+                    // A team folder appeared or vanished whole: look at both
+                    // what is on disk and what is loaded for it.
+                    for dir in folder::plugin_dirs(&root) {
+                        if let Some((t, name)) = folder::owner_of(&root, &dir)
+                            && t == team
+                        {
+                            wanted.insert((t, name));
+                        }
+                    }
+                    for name in plugins.names_of(&team) {
+                        wanted.insert((team.clone(), name));
+                    }
+                }
+            }
+        }
+        for (team, name) in wanted {
+            // Failures are logged and recorded on the plugin by sync_folder.
+            let _ = plugins.sync_folder(&team, &name).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_plugins_and_teams() {
+        let root = Path::new("/d/plugins");
+        assert_eq!(
+            touched(root, Path::new("/d/plugins/ops/probe/probe.wasm")),
+            Some(Touched::Plugin("ops".into(), "probe".into()))
+        );
+        assert_eq!(
+            touched(root, Path::new("/d/plugins/ops")),
+            Some(Touched::Team("ops".into()))
+        );
+        assert_eq!(touched(root, Path::new("/d/plugins/ops/.probe.old")), None);
+        assert_eq!(touched(root, Path::new("/d/plugins")), None);
+    }
+}
