@@ -247,3 +247,59 @@ async fn config_and_commands_are_denied_unless_granted() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_commands_run_within_their_time_and_output_limits() {
+    let f = fixture().await;
+    let run = |program: &str, args: &[&str]| json!({ "program": program, "args": args });
+    let greeted = f
+        .call("echo", "run", run("/bin/echo", &["hello", "world"]))
+        .await
+        .unwrap();
+    assert_eq!(greeted["status"], 0);
+    assert_eq!(greeted["stdout"], "hello world\n");
+
+    // Arguments must match the grant's patterns, one for one.
+    for (program, args) in [
+        ("/bin/echo", &["goodbye", "world"][..]),
+        ("/bin/echo", &["hello"][..]),
+        ("/bin/echo", &["hello", "world", "again"][..]),
+        ("echo", &["hello", "world"][..]),
+    ] {
+        let refused = f.call_error("echo", "run", run(program, args)).await;
+        assert!(
+            matches!(&refused, CallError::Plugin { message, .. } if message.contains("denied")),
+            "{program} {args:?}: {refused:?}"
+        );
+    }
+
+    // The sleeper is killed at its grant's 300 ms, well before it is done,
+    // and the plugin's own call carries on.
+    let started = std::time::Instant::now();
+    let slept = f
+        .call("echo", "run", run("/bin/sleep", &["5"]))
+        .await
+        .unwrap();
+    assert_eq!(slept["status"], -1, "{slept}");
+    assert!(
+        slept["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("killed after 300 ms")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    // A flood of output is cut at the grant's cap.
+    let flooded = f
+        .call(
+            "echo",
+            "run",
+            run("/usr/bin/head", &["-c", "1000000", "/dev/zero"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (flooded["status"].clone(), flooded["stdoutBytes"].clone()),
+        (json!(0), json!(1000))
+    );
+}

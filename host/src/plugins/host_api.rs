@@ -164,20 +164,52 @@ impl commands::Host for CallState {
     async fn run(
         &mut self,
         program: String,
-        _args: Vec<String>,
+        args: Vec<String>,
     ) -> Result<commands::CommandOutput, String> {
-        // Running programs is declared in the contract but not yet granted to
-        // any plugin: every request is refused, and said so.
         let host = &self.host;
-        tracing::warn!(
+        let Some(grant) = host.manifest.command_grant(&program, &args) else {
+            tracing::warn!(
+                team = host.team(),
+                plugin = host.plugin(),
+                call_id = %host.call_id,
+                program = %program,
+                args = %args.join(" "),
+                "plugin denied command: not granted in plugin.toml"
+            );
+            return Err(format!(
+                "running {program:?} with {args:?} is denied: plugin.toml grants no such command"
+            ));
+        };
+        let finished = super::commands::run(grant, &program, &args, self.deadline)
+            .await
+            .map_err(|err| {
+                tracing::warn!(
+                    team = host.team(),
+                    plugin = host.plugin(),
+                    call_id = %host.call_id,
+                    program = %program,
+                    error = %err,
+                    "plugin command could not start"
+                );
+                format!("cannot start {program:?}: {err}")
+            })?;
+        tracing::info!(
             team = host.team(),
             plugin = host.plugin(),
             call_id = %host.call_id,
+            worker_id = host.worker_id.as_deref().unwrap_or("-"),
+            subject_id = host.subject_id.as_deref().unwrap_or("-"),
             program = %program,
-            "plugin denied command: running programs is not enabled on this host"
+            args = %args.join(" "),
+            status = finished.status,
+            timed_out = finished.timed_out,
+            millis = finished.elapsed.as_millis() as u64,
+            "plugin ran command"
         );
-        Err(format!(
-            "running {program:?} is denied: this host does not grant commands yet"
-        ))
+        Ok(commands::CommandOutput {
+            status: finished.status,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+        })
     }
 }

@@ -80,11 +80,52 @@ pub struct Permissions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct CommandGrant {
-    /// Absolute path of the program.
+    /// Absolute path of the program; it runs only under exactly this path.
     pub program: String,
-    /// Allowed arguments, in order.
+    /// One glob pattern per argument (`*`, `?`, `[abc]`, `{a,b}`): a run
+    /// must pass exactly as many arguments, each matching its pattern.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Longest the program may run, in milliseconds; it is killed after.
+    #[serde(default = "CommandGrant::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Most bytes of stdout, and of stderr, handed back to the plugin.
+    #[serde(default = "CommandGrant::default_max_output_bytes")]
+    pub max_output_bytes: u64,
+}
+
+impl CommandGrant {
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+
+    fn default_max_output_bytes() -> u64 {
+        64 << 10
+    }
+
+    fn patterns(&self) -> Result<Vec<globset::GlobMatcher>, globset::Error> {
+        self.args
+            .iter()
+            .map(|pattern| {
+                globset::GlobBuilder::new(pattern)
+                    .literal_separator(false)
+                    .build()
+                    .map(|glob| glob.compile_matcher())
+            })
+            .collect()
+    }
+
+    /// Whether this grant lets `program` run with exactly `args`.
+    pub fn allows(&self, program: &str, args: &[String]) -> bool {
+        program == self.program
+            && args.len() == self.args.len()
+            && self.patterns().is_ok_and(|patterns| {
+                patterns
+                    .iter()
+                    .zip(args)
+                    .all(|(pattern, arg)| pattern.is_match(arg))
+            })
+    }
 }
 
 /// Per-call limits.
@@ -211,14 +252,28 @@ impl Manifest {
                 message: format!("has {:?}, which is not an absolute path", grant.program),
             });
         }
-        // Declared in the contract, granted by a later release: refuse them
-        // rather than accept a grant this host would not honour.
-        if !self.permissions.commands.is_empty() {
-            return invalid(
-                "permissions.commands",
-                "is not supported by this host yet; leave it empty",
-            );
+        for grant in &self.permissions.commands {
+            if let Err(err) = grant.patterns() {
+                return Err(ManifestError::Invalid {
+                    field: "permissions.commands.args",
+                    message: format!("of {:?} has a bad pattern: {err}", grant.program),
+                });
+            }
+            if !(1..=MAX_TIMEOUT_MS).contains(&grant.timeout_ms) {
+                return Err(ManifestError::Invalid {
+                    field: "permissions.commands.timeout-ms",
+                    message: format!("of {:?} must be 1 to {MAX_TIMEOUT_MS}", grant.program),
+                });
+            }
+            if !(1..=MAX_OUTPUT_BYTES).contains(&grant.max_output_bytes) {
+                return Err(ManifestError::Invalid {
+                    field: "permissions.commands.max-output-bytes",
+                    message: format!("of {:?} must be 1 to {MAX_OUTPUT_BYTES}", grant.program),
+                });
+            }
         }
+        // Declared in the contract, granted by a later release: refuse it
+        // rather than accept a grant this host would not honour.
         if !self.permissions.http_hosts.is_empty() {
             return invalid(
                 "permissions.http-hosts",
@@ -251,6 +306,14 @@ impl Manifest {
             );
         }
         Ok(())
+    }
+
+    /// The grant that lets `program` run with `args`, if any.
+    pub fn command_grant(&self, program: &str, args: &[String]) -> Option<&CommandGrant> {
+        self.permissions
+            .commands
+            .iter()
+            .find(|grant| grant.allows(program, args))
     }
 
     /// The text value of a granted config key, or `None` if not granted.
@@ -329,6 +392,39 @@ mod tests {
             let err = Manifest::parse(&text).unwrap_err().to_string();
             assert!(err.contains(field), "{err:?} should name {field}");
         }
+    }
+
+    #[test]
+    fn commands_run_only_as_granted() {
+        let text = format!(
+            "{MINIMAL}\n[[permissions.commands]]\nprogram = \"/usr/bin/systemctl\"\nargs = [\"restart\", \"{{nginx,apache2}}.service\"]"
+        );
+        let manifest = Manifest::parse(&text).unwrap();
+        let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let grant = manifest
+            .command_grant("/usr/bin/systemctl", &args(&["restart", "nginx.service"]))
+            .unwrap();
+        assert_eq!((grant.timeout_ms, grant.max_output_bytes), (10_000, 65_536));
+        for (program, list) in [
+            ("/usr/bin/systemctl", &["restart", "sshd.service"][..]),
+            ("/usr/bin/systemctl", &["restart"][..]),
+            (
+                "/usr/bin/systemctl",
+                &["restart", "nginx.service", "--now"][..],
+            ),
+            ("/bin/systemctl", &["restart", "nginx.service"][..]),
+            ("systemctl", &["restart", "nginx.service"][..]),
+        ] {
+            assert!(
+                manifest.command_grant(program, &args(list)).is_none(),
+                "{program} {list:?}"
+            );
+        }
+        let bad = format!(
+            "{MINIMAL}\n[[permissions.commands]]\nprogram = \"/bin/echo\"\nargs = [\"[unclosed\"]"
+        );
+        let err = Manifest::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("permissions.commands.args"), "{err}");
     }
 
     #[test]

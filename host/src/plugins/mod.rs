@@ -9,6 +9,7 @@
 
 mod artifacts;
 mod bundled;
+mod commands;
 pub mod folder;
 mod host_api;
 pub mod manifest;

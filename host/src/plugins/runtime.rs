@@ -204,7 +204,7 @@ pub struct CallState {
     table: ResourceTable,
     limiter: CallLimiter,
     stderr: MemoryOutputPipe,
-    deadline: Instant,
+    pub(super) deadline: Instant,
     timed_out: bool,
     pub(super) host: HostContext,
 }

@@ -24,7 +24,10 @@ impl Capability for Echo {
             CapabilityInfo::new("fail", "Always fails with a plugin error"),
             CapabilityInfo::new("counter", "Counts calls seen by this instance"),
             CapabilityInfo::new("config", "Reads config key input.key"),
-            CapabilityInfo::new("run", "Runs input.program with input.args"),
+            CapabilityInfo::new(
+                "run",
+                "Runs input.program with input.args; returns status, stdout and stderr",
+            ),
             CapabilityInfo::new(
                 "kv_roundtrip",
                 "Writes input.value under input.key, reads it back and returns it",
@@ -48,8 +51,18 @@ impl Capability for Echo {
                     .get("program")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let output = commands::run(program, &[])?;
-                Ok(json!(output.status))
+                let args: Vec<&str> = input
+                    .get("args")
+                    .and_then(Value::as_array)
+                    .map(|args| args.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let output = commands::run(program, &args)?;
+                Ok(json!({
+                    "status": output.status,
+                    "stdout": output.stdout_text(),
+                    "stdoutBytes": output.stdout.len(),
+                    "stderr": output.stderr_text(),
+                }))
             }
             other => Err(PluginError::unknown_capability(other)),
         }
