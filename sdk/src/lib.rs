@@ -66,6 +66,7 @@ include!(concat!(env!("OUT_DIR"), "/wit_macro.rs"));
 
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod kv;
 pub mod log;
 mod plugin;

@@ -1,9 +1,9 @@
 //! An in-memory host for unit-testing plugin logic natively.
 //!
 //! On every target other than `wasm32` the SDK's host wrappers ([`log`](crate::log),
-//! [`kv`](crate::kv), [`config`](crate::config), [`commands`](crate::commands))
-//! talk to this test host instead of the real one, so plain `cargo test` runs
-//! a plugin's code without wasm or a running host.
+//! [`kv`](crate::kv), [`config`](crate::config), [`commands`](crate::commands)
+//! and [`http`](crate::http)) talk to this test host instead of the real one,
+//! so plain `cargo test` runs a plugin's code without wasm or a running host.
 //!
 //! The state is thread-local. `cargo test` runs each test on its own thread,
 //! but call [`reset`] at the start of a test anyway: it also restores the
@@ -11,7 +11,8 @@
 //!
 //! Defaults differ from the real host on purpose, to keep tests short:
 //! key-value state is granted with no quota, no config key is granted, and
-//! every command is refused.
+//! every command and HTTP request is refused until [`on_command`] or
+//! [`on_http`] installs a handler.
 //!
 //! ```
 //! use autoagent_sdk::{kv, log, testing};
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 
 use crate::CallContext;
 use crate::commands::CommandOutput;
+use crate::http::{HttpError, Request, Response};
 use crate::kv::KvError;
 use crate::log::Level;
 
@@ -66,6 +68,8 @@ pub struct CommandCall {
 
 type CommandHandler = Box<dyn FnMut(&str, &[String]) -> Result<CommandOutput, String>>;
 
+type HttpHandler = Box<dyn FnMut(&Request) -> Result<Response, HttpError>>;
+
 #[derive(Default)]
 struct TestHost {
     kv: BTreeMap<String, Vec<u8>>,
@@ -75,6 +79,8 @@ struct TestHost {
     logs: Vec<LogLine>,
     commands: Vec<CommandCall>,
     command_handler: Option<CommandHandler>,
+    http_requests: Vec<Request>,
+    http_handler: Option<HttpHandler>,
 }
 
 impl TestHost {
@@ -166,6 +172,17 @@ pub fn on_command(handler: impl FnMut(&str, &[String]) -> Result<CommandOutput, 
 /// The programs the plugin asked to run, refused ones included.
 pub fn command_calls() -> Vec<CommandCall> {
     with_host(|host| host.commands.clone())
+}
+
+/// Answers [`Request::send`](crate::http::Request::send) with `handler`
+/// instead of refusing. The handler sees each request the plugin sends.
+pub fn on_http(handler: impl FnMut(&Request) -> Result<Response, HttpError> + 'static) {
+    with_host(|host| host.http_handler = Some(Box::new(handler)));
+}
+
+/// The HTTP requests the plugin sent, refused ones included.
+pub fn http_requests() -> Vec<Request> {
+    with_host(|host| host.http_requests.clone())
 }
 
 // The backend the host wrappers call on native targets.
@@ -279,6 +296,25 @@ pub(crate) fn commands_run(program: &str, args: &[&str]) -> Result<CommandOutput
     with_host(|host| {
         // Keep a handler the callee installed meanwhile; otherwise put ours back.
         host.command_handler.get_or_insert(handler);
+    });
+    result
+}
+
+pub(crate) fn http_send(request: &Request, _url: &::http::Uri) -> Result<Response, HttpError> {
+    // As with commands, the handler runs outside the borrow.
+    let handler = with_host(|host| {
+        host.http_requests.push(request.clone());
+        host.http_handler.take()
+    });
+    let Some(mut handler) = handler else {
+        return Err(HttpError::Denied(format!(
+            "{} is not allowed by the manifest (http-hosts)",
+            request.url
+        )));
+    };
+    let result = handler(request);
+    with_host(|host| {
+        host.http_handler.get_or_insert(handler);
     });
     result
 }

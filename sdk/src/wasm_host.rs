@@ -6,6 +6,7 @@
 //! generated in the SDK would demand its exports from every plugin.
 
 use crate::commands::CommandOutput;
+use crate::http::{HttpError, MAX_RESPONSE_BYTES, Request, Response};
 use crate::kv::KvError;
 use crate::log::Level;
 
@@ -76,5 +77,119 @@ pub(crate) fn commands_run(program: &str, args: &[&str]) -> Result<CommandOutput
         status: out.status,
         stdout: out.stdout,
         stderr: out.stderr,
+    })
+}
+
+/// Sends a request through `wasi:http/outgoing-handler`.
+pub(crate) fn http_send(request: &Request, url: &::http::Uri) -> Result<Response, HttpError> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasip2::io::streams::StreamError;
+
+    let invalid = |what: &str| HttpError::InvalidRequest(what.to_owned());
+    let entries: Vec<(String, Vec<u8>)> = request
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone().into_bytes()))
+        .collect();
+    let headers = Fields::from_list(&entries)
+        .map_err(|err| HttpError::InvalidRequest(format!("header refused: {err:?}")))?;
+    let outgoing = OutgoingRequest::new(headers);
+    let method = match request.method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "OPTIONS" => Method::Options,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_owned()),
+    };
+    outgoing
+        .set_method(&method)
+        .map_err(|()| invalid("method refused"))?;
+    let scheme = if url.scheme_str() == Some("https") {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme refused"))?;
+    outgoing
+        .set_authority(url.authority().map(|a| a.as_str()))
+        .map_err(|()| invalid("authority refused"))?;
+    outgoing
+        .set_path_with_query(Some(url.path_and_query().map_or("/", |p| p.as_str())))
+        .map_err(|()| invalid("path refused"))?;
+    let body = outgoing.body().map_err(|()| invalid("body taken twice"))?;
+
+    let code = |code: ErrorCode| match code {
+        ErrorCode::HttpRequestDenied => HttpError::Denied(format!(
+            "{} is not allowed by the manifest (http-hosts)",
+            url.authority().map_or("", |a| a.as_str())
+        )),
+        other => HttpError::Failed(format!("{other:?}")),
+    };
+    // Hand the request over first: the host reads the body while it is
+    // written, so a large body never waits on a full buffer.
+    let pending = outgoing_handler::handle(outgoing, None).map_err(code)?;
+    {
+        let stream = body
+            .write()
+            .map_err(|()| invalid("body stream taken twice"))?;
+        for chunk in request.body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|err| HttpError::Failed(format!("sending the body: {err:?}")))?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(code)?;
+
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(err))) => return Err(code(err)),
+        Some(Err(())) | None => return Err(HttpError::Failed("no response".into())),
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|()| HttpError::Failed("response body taken twice".into()))?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| HttpError::Failed("response stream taken twice".into()))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(HttpError::Failed(format!(
+                            "response body is over {MAX_RESPONSE_BYTES} bytes"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(err)) => {
+                    return Err(HttpError::Failed(format!(
+                        "reading the response: {}",
+                        err.to_debug_string()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
     })
 }

@@ -15,7 +15,7 @@ fn probe_manifest(version: &str) -> String {
 version = "{version}"
 kind = "capability"
 team = "ops"
-capabilities = ["echo", "config", "kv_roundtrip"]
+capabilities = ["echo", "config", "kv_roundtrip", "fetch", "run"]
 
 [permissions]
 kv-quota-bytes = 4096
@@ -117,7 +117,7 @@ async fn a_broken_upload_leaves_the_serving_version_and_says_why() {
     let health = probe_manifest("2.0.0")
         .replace("kind = \"capability\"", "kind = \"health-check\"")
         .replace(
-            "capabilities = [\"echo\", \"config\", \"kv_roundtrip\"]",
+            "capabilities = [\"echo\", \"config\", \"kv_roundtrip\", \"fetch\", \"run\"]",
             "",
         );
     let reply = client.put_plugin(&url, &health, echo_wasm()).await;
@@ -389,4 +389,44 @@ async fn twenty_swaps_under_sixteen_busy_clients_fail_no_call() {
     let info: Value = client.get(&url).await.expect_ok(200);
     assert_eq!(info["failures"], 0);
     assert_eq!(info["version"], json!(version(SWAPS)));
+}
+
+#[tokio::test]
+async fn denied_requests_fail_in_the_plugin_and_are_logged() {
+    let host = Host::start();
+    let client = Client::new();
+    client
+        .put_plugin(
+            &host.url("/teams/ops/plugins/probe"),
+            &probe_manifest("1.0.0"),
+            echo_wasm(),
+        )
+        .await
+        .expect_ok(201);
+    let invoke = host.url("/teams/ops/plugins/probe/invoke");
+    let fetch = client
+        .post_json(
+            &invoke,
+            &json!({"capability": "fetch", "input": {"url": host.origin.clone()}}).to_string(),
+        )
+        .await;
+    fetch.expect_error(502);
+    assert!(fetch.text.contains("denied"), "{}", fetch.text);
+    let run = client
+        .post_json(
+            &invoke,
+            r#"{"capability": "run", "input": {"program": "/bin/true"}}"#,
+        )
+        .await;
+    run.expect_error(502);
+    assert!(run.text.contains("denied"), "{}", run.text);
+    let log = host
+        .log_containing(&["plugin denied HTTP request", "plugin denied command"])
+        .await;
+    for line in log.lines().filter(|line| line.contains("plugin denied")) {
+        assert!(
+            line.contains("WARN") && line.contains("team=ops plugin=probe"),
+            "{line}"
+        );
+    }
 }

@@ -174,7 +174,7 @@ async fn broken_components_do_not_load_and_the_old_version_keeps_serving() {
         .load(
             &manifest
                 .replace("kind = \"capability\"", "kind = \"health-check\"")
-                .replace("capabilities = [\"echo\", \"ping\", \"fail\", \"kv_roundtrip\", \"counter\", \"config\", \"run\"]", ""),
+                .replace("capabilities = [\"echo\", \"ping\", \"fail\", \"kv_roundtrip\", \"counter\", \"config\", \"run\", \"fetch\"]", ""),
             wasm.clone(),
             PluginSource::Bundled,
         )
@@ -302,4 +302,82 @@ async fn granted_commands_run_within_their_time_and_output_limits() {
         (flooded["status"].clone(), flooded["stdoutBytes"].clone()),
         (json!(0), json!(1000))
     );
+}
+
+/// A real HTTP server on loopback that answers every request with what it
+/// received, and counts the requests.
+async fn http_receiver() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::http::{HeaderMap, Method, Uri};
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: String| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::Json(json!({
+                    "method": method.as_str(),
+                    "path": uri.path(),
+                    "plugin": headers.get("x-plugin").and_then(|v| v.to_str().ok()),
+                    "body": body,
+                }))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_reaches_only_the_hosts_the_manifest_allows() {
+    let f = fixture().await;
+    let (addr, hits) = http_receiver().await;
+    let manifest = std::fs::read_to_string(guests::GUEST_ECHO_MANIFEST)
+        .unwrap()
+        .replace("name = \"echo\"", "name = \"web\"")
+        .replace(
+            "http-hosts = []",
+            &format!("http-hosts = [\"127.0.0.1:{}\"]", addr.port()),
+        );
+    f.plugins
+        .load(
+            &manifest,
+            std::fs::read(guests::GUEST_ECHO).unwrap(),
+            PluginSource::Bundled,
+        )
+        .await
+        .unwrap();
+
+    let answered = f
+        .call(
+            "web",
+            "fetch",
+            json!({"url": format!("http://{addr}/status?x=1"), "method": "POST", "body": "ping"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answered["status"], 200, "{answered}");
+    let said: Value = serde_json::from_str(answered["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        said,
+        json!({"method": "POST", "path": "/status", "plugin": "echo", "body": "ping"})
+    );
+
+    // Another name for the same address, another port, and a plugin granted
+    // nothing: each is refused inside the plugin, and nothing is sent.
+    let port = addr.port();
+    for (plugin, url) in [
+        ("web", format!("http://localhost:{port}/")),
+        ("web", format!("http://127.0.0.1:{}/", port.wrapping_add(1))),
+        ("echo", format!("http://{addr}/")),
+    ] {
+        let refused = f.call_error(plugin, "fetch", json!({ "url": url })).await;
+        assert!(
+            matches!(&refused, CallError::Plugin { kind: "denied", message } if message.contains("http-hosts")),
+            "{plugin} {url}: {refused:?}"
+        );
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -48,8 +48,8 @@ impl HostContext {
     fn kv_quota(&self) -> Result<u64, kv::KvError> {
         self.manifest.permissions.kv_quota_bytes.ok_or_else(|| {
             tracing::warn!(
-                team = self.team(),
-                plugin = self.plugin(),
+                team = %self.team(),
+                plugin = %self.plugin(),
                 call_id = %self.call_id,
                 "plugin denied key-value state: not granted"
             );
@@ -80,8 +80,8 @@ impl log::Host for CallState {
                 tracing::event!(
                     target: "plugin",
                     $level,
-                    team = host.team(),
-                    plugin = host.plugin(),
+                    team = %host.team(),
+                    plugin = %host.plugin(),
                     call_id = %host.call_id,
                     worker_id = host.worker_id.as_deref(),
                     subject_id = host.subject_id.as_deref(),
@@ -116,8 +116,8 @@ impl kv::Host for CallState {
             .await
             .map_err(|err| {
                 tracing::warn!(
-                    team = host.team(),
-                    plugin = host.plugin(),
+                    team = %host.team(),
+                    plugin = %host.plugin(),
                     call_id = %host.call_id,
                     error = %err,
                     "plugin key-value write refused"
@@ -149,8 +149,8 @@ impl config::Host for CallState {
         let host = &self.host;
         host.manifest.granted_config(&key).ok_or_else(|| {
             tracing::warn!(
-                team = host.team(),
-                plugin = host.plugin(),
+                team = %host.team(),
+                plugin = %host.plugin(),
                 call_id = %host.call_id,
                 key = %key,
                 "plugin denied config key: not granted"
@@ -169,8 +169,8 @@ impl commands::Host for CallState {
         let host = &self.host;
         let Some(grant) = host.manifest.command_grant(&program, &args) else {
             tracing::warn!(
-                team = host.team(),
-                plugin = host.plugin(),
+                team = %host.team(),
+                plugin = %host.plugin(),
                 call_id = %host.call_id,
                 program = %program,
                 args = %args.join(" "),
@@ -184,8 +184,8 @@ impl commands::Host for CallState {
             .await
             .map_err(|err| {
                 tracing::warn!(
-                    team = host.team(),
-                    plugin = host.plugin(),
+                    team = %host.team(),
+                    plugin = %host.plugin(),
                     call_id = %host.call_id,
                     program = %program,
                     error = %err,
@@ -194,8 +194,8 @@ impl commands::Host for CallState {
                 format!("cannot start {program:?}: {err}")
             })?;
         tracing::info!(
-            team = host.team(),
-            plugin = host.plugin(),
+            team = %host.team(),
+            plugin = %host.plugin(),
             call_id = %host.call_id,
             worker_id = host.worker_id.as_deref().unwrap_or("-"),
             subject_id = host.subject_id.as_deref().unwrap_or("-"),

@@ -68,7 +68,8 @@ pub struct Permissions {
     /// Keys of `[config]` the plugin may read.
     #[serde(default)]
     pub config_keys: Vec<String>,
-    /// Hosts outbound HTTP may reach.
+    /// Hosts outbound HTTP may reach: `host`, `host:port`, `*.domain`,
+    /// `*.domain:port` (IPv6 in brackets).
     #[serde(default)]
     pub http_hosts: Vec<String>,
     /// Local programs the plugin may run.
@@ -272,13 +273,13 @@ impl Manifest {
                 });
             }
         }
-        // Declared in the contract, granted by a later release: refuse it
-        // rather than accept a grant this host would not honour.
-        if !self.permissions.http_hosts.is_empty() {
-            return invalid(
-                "permissions.http-hosts",
-                "is not supported by this host yet; leave it empty",
-            );
+        for entry in &self.permissions.http_hosts {
+            if let Err(message) = super::http::HostPattern::parse(entry) {
+                return Err(ManifestError::Invalid {
+                    field: "permissions.http-hosts",
+                    message: format!("has {entry:?}, which {message}"),
+                });
+            }
         }
         let limits = &self.limits;
         if !(1..=MAX_MEMORY_MIB).contains(&limits.memory_mib) {

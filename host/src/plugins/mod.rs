@@ -12,6 +12,7 @@ mod bundled;
 mod commands;
 pub mod folder;
 mod host_api;
+mod http;
 pub mod manifest;
 mod runtime;
 mod state;
@@ -551,7 +552,7 @@ impl Plugins {
                 })
             }
             Err((manifest, err)) => {
-                tracing::error!(team, plugin = name, error = %err, "plugin upload refused; the serving version, if any, is unchanged");
+                tracing::error!(team = %team, plugin = %name, error = %err, "plugin upload refused; the serving version, if any, is unchanged");
                 self.record_failure(&key, manifest, &err, source, content);
                 Err(err)
             }
@@ -897,7 +898,7 @@ impl Plugins {
         if let Err(err) = &outcome {
             stats.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                team, plugin = name, capability, call_id = %call_id, error = %err,
+                team = %team, plugin = %name, capability = %capability, call_id = %call_id, error = %err,
                 "plugin call failed"
             );
         }

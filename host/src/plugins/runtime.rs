@@ -18,8 +18,10 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::host_api::HostContext;
+use super::http::HttpGate;
 use super::manifest::{Limits, MAX_MEMORY_MIB, PluginKind};
 
 /// Generated bindings for the WIT package in `wit/`.
@@ -201,6 +203,8 @@ pub enum Prepared {
 /// Everything one call's store holds. Built afresh for every call.
 pub struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_gate: HttpGate,
     table: ResourceTable,
     limiter: CallLimiter,
     stderr: MemoryOutputPipe,
@@ -214,6 +218,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_gate,
         }
     }
 }
@@ -279,6 +293,9 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Outbound HTTP; every request passes the plugin's allow-list in
+        // `HttpGate`, so a plugin that is granted no host can reach none.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::imports::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         spawn_epoch_ticker(&engine);
@@ -310,6 +327,8 @@ impl Runtime {
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         let state = CallState {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_gate: HttpGate::new(host.manifest.clone(), host.call_id.clone()),
             table: ResourceTable::new(),
             limiter: CallLimiter {
                 max_memory_bytes: (limits.memory_mib << 20) as usize,

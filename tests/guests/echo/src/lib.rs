@@ -7,7 +7,9 @@
 use autoagent_sdk::serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use autoagent_sdk::{CallContext, Capability, CapabilityInfo, PluginError, commands, config, kv};
+use autoagent_sdk::{
+    CallContext, Capability, CapabilityInfo, PluginError, commands, config, http, kv,
+};
 
 /// Counts calls within one instance. The host gives every call a fresh
 /// instance, so `counter` must always answer 1.
@@ -29,6 +31,10 @@ impl Capability for Echo {
                 "Runs input.program with input.args; returns status, stdout and stderr",
             ),
             CapabilityInfo::new(
+                "fetch",
+                "Sends input.method (default GET) to input.url with input.body; returns status and body",
+            ),
+            CapabilityInfo::new(
                 "kv_roundtrip",
                 "Writes input.value under input.key, reads it back and returns it",
             ),
@@ -41,6 +47,7 @@ impl Capability for Echo {
             "ping" => Ok(json!({ "pong": true })),
             "fail" => Err(PluginError::failed("failed on purpose")),
             "kv_roundtrip" => kv_roundtrip(&input),
+            "fetch" => fetch(&input),
             "counter" => Ok(json!(CALLS.fetch_add(1, Ordering::SeqCst) + 1)),
             "config" => {
                 let key = input.get("key").and_then(Value::as_str).unwrap_or_default();
@@ -67,6 +74,21 @@ impl Capability for Echo {
             other => Err(PluginError::unknown_capability(other)),
         }
     }
+}
+
+/// Sends one HTTP request as `input` describes and reports the answer.
+fn fetch(input: &Value) -> Result<Value, PluginError> {
+    let text = |key: &str| input.get(key).and_then(Value::as_str);
+    let url = text("url").ok_or_else(|| PluginError::invalid_input("`url` is required"))?;
+    let request = http::Request::new(text("method").unwrap_or("GET"), url)
+        .header("x-plugin", "echo")
+        .body(text("body").unwrap_or_default());
+    let response = request.send()?;
+    Ok(json!({
+        "status": response.status,
+        "body": response.text(),
+        "contentType": response.header("content-type"),
+    }))
 }
 
 /// Sets `input.key` (default `roundtrip`) to `input.value` (default the whole
