@@ -6,6 +6,7 @@
 //! repository root has the map.
 
 pub mod api;
+pub mod auth;
 pub mod authoring;
 pub mod clock;
 pub mod logging;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use auth::Tokens;
 use plugins::{FolderWatcher, Plugins, RuntimeConfig};
 use store::{RedbBackend, Store};
 use tasks::Tasks;
@@ -39,6 +41,9 @@ pub struct AppConfig {
     pub data_dir: PathBuf,
     /// Sizes of the plugin runtime's pools.
     pub runtime: RuntimeConfig,
+    /// Whether requests without a token act as admin: true for a host that
+    /// listens on loopback only, where the caller is the local operator.
+    pub anonymous_is_admin: bool,
 }
 
 impl AppConfig {
@@ -47,6 +52,7 @@ impl AppConfig {
         Self {
             data_dir: data_dir.into(),
             runtime: RuntimeConfig::default(),
+            anonymous_is_admin: true,
         }
     }
 }
@@ -57,6 +63,10 @@ pub struct App {
     pub store: Store,
     /// Registered workers.
     pub workers: Arc<Workers>,
+    /// API tokens.
+    pub tokens: Arc<Tokens>,
+    /// Whether requests without a token act as admin.
+    pub anonymous_is_admin: bool,
     /// Loaded plugins and the sandbox that runs them.
     pub plugins: Arc<Plugins>,
     /// Defined workflows.
@@ -101,11 +111,14 @@ impl App {
         let plugins = Arc::new(plugins);
         let watcher = FolderWatcher::start(plugins.clone())
             .map_err(|err| anyhow::anyhow!("cannot watch the plugin folders: {err}"))?;
+        let tokens = Arc::new(Tokens::open(&store)?);
         let workers = Arc::new(Workers::open(&store)?);
         let workflows = Arc::new(Workflows::open(&store)?);
         let tasks =
             Tasks::open(&store, workers.clone(), workflows.clone(), plugins.clone()).await?;
         Ok(Arc::new(Self {
+            tokens,
+            anonymous_is_admin: config.anonymous_is_admin,
             workers,
             plugins,
             workflows,

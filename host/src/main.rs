@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use autoagent::auth::{Role, Tokens};
 use autoagent::authoring::{self, AuthoringError, NewPlugin, Push};
 use autoagent::plugins::PluginKind;
+use autoagent::store::{RedbBackend, Store};
 use autoagent::{App, AppConfig, server};
 use clap::{Parser, Subcommand};
 
@@ -20,8 +22,9 @@ struct Cli {
 enum Command {
     /// Runs the host: the management API, the plugins and the store.
     Serve {
-        /// Address to listen on. Only loopback addresses are accepted until
-        /// API tokens exist.
+        /// Address to listen on. On a non-loopback address every request
+        /// needs an API token, so at least one must exist (`autoagent token
+        /// create`).
         #[arg(long, default_value = "127.0.0.1:50000")]
         listen: SocketAddr,
         /// Folder for the redb file and plugin folders.
@@ -35,6 +38,28 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Manages API tokens while the host is stopped (a running host manages
+    /// them at `/tokens`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Creates a token and prints its secret, which is shown only this once.
+    Create {
+        /// Folder holding the host's redb file.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The team the token acts for.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        team: Option<String>,
+        /// An admin token, acting for every team.
+        #[arg(long)]
+        admin: bool,
     },
 }
 
@@ -90,18 +115,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Plugin { command } => plugin_command(command),
+        Command::Token { command } => token_command(command),
         Command::Serve {
             listen,
             data_dir,
             log_dir,
         } => {
-            if !listen.ip().is_loopback() {
-                eprintln!(
-                    "autoagent: refusing to listen on {listen}: binding a non-loopback address \
-                     requires API tokens, which this version does not have yet"
-                );
-                return ExitCode::from(2);
-            }
             let _log_guard = match autoagent::logging::init(&log_dir) {
                 Ok(guard) => guard,
                 Err(err) => {
@@ -116,8 +135,14 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("building the tokio runtime");
-            match runtime.block_on(serve(listen, AppConfig::new(data_dir))) {
+            let mut config = AppConfig::new(data_dir);
+            config.anonymous_is_admin = listen.ip().is_loopback();
+            match runtime.block_on(serve(listen, config)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(err) if err.is::<NeedsTokens>() => {
+                    eprintln!("autoagent: {err}");
+                    ExitCode::from(2)
+                }
                 Err(err) => {
                     tracing::error!(error = %format!("{err:#}"), "host stopped");
                     eprintln!("autoagent: {err:#}");
@@ -172,8 +197,64 @@ fn plugin_command(command: PluginCommand) -> ExitCode {
     }
 }
 
+fn token_command(command: TokenCommand) -> ExitCode {
+    let TokenCommand::Create {
+        data_dir,
+        team,
+        admin,
+    } = command;
+    let role = if admin { Role::Admin } else { Role::Team };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let outcome = runtime.block_on(async {
+        let db = data_dir.join(autoagent::DATABASE_FILE);
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|err| format!("cannot create {}: {err}", data_dir.display()))?;
+        let backend = RedbBackend::open(&db).map_err(|err| {
+            format!(
+                "cannot open {} (is the host running? then use POST /tokens): {err}",
+                db.display()
+            )
+        })?;
+        let tokens = Tokens::open(&Store::new(std::sync::Arc::new(backend)))
+            .map_err(|err| err.to_string())?;
+        tokens
+            .create(role, team)
+            .await
+            .map_err(|err| err.to_string())
+    });
+    match outcome {
+        Ok((token, secret)) => {
+            println!(
+                "created {} ({})",
+                token.id,
+                token.team.as_deref().unwrap_or("admin")
+            );
+            println!("{secret}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("autoagent: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A non-loopback host without any token could serve nobody.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to listen on {0}: a non-loopback host requires an API token on every request, and \
+     none exists; create one first with `autoagent token create --admin`"
+)]
+struct NeedsTokens(SocketAddr);
+
 async fn serve(listen: SocketAddr, config: AppConfig) -> anyhow::Result<()> {
     let app = App::open(&config).await?;
+    if !config.anonymous_is_admin && app.tokens.is_empty() {
+        return Err(NeedsTokens(listen).into());
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {listen}: {err}"))?;

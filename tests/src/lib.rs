@@ -180,6 +180,34 @@ pub fn install_guest(data_dir: &Path, name: &str, wasm: &str) {
     std::fs::copy(wasm, dir.join(format!("{name}.wasm"))).expect("component copied");
 }
 
+/// A manifest for the echo guest as team `ops`'s plugin `probe`, whose
+/// `config` capability answers `version` with the manifest's own version.
+pub fn probe_manifest(version: &str) -> String {
+    format!(
+        r#"name = "probe"
+version = "{version}"
+kind = "capability"
+team = "ops"
+capabilities = ["echo", "config", "kv_roundtrip", "kv_get", "fetch", "run"]
+
+[permissions]
+kv-quota-bytes = 4096
+config-keys = ["version"]
+
+[limits]
+max-concurrent-calls = 64
+
+[config]
+version = "{version}"
+"#
+    )
+}
+
+/// The echo guest's component.
+pub fn echo_wasm() -> Vec<u8> {
+    std::fs::read(guests::GUEST_ECHO).expect("the echo guest is built")
+}
+
 impl Host {
     /// Starts a host with the `echo` and `hostile` test guests installed.
     pub fn start_with_guests() -> Self {

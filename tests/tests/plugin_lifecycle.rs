@@ -5,34 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use autoagent_tests::{Client, Host, Value, eventually, guests, json};
-
-/// A manifest for the echo guest as team `ops`'s plugin `probe`, whose
-/// `config` capability answers `version` with the manifest's own version.
-fn probe_manifest(version: &str) -> String {
-    format!(
-        r#"name = "probe"
-version = "{version}"
-kind = "capability"
-team = "ops"
-capabilities = ["echo", "config", "kv_roundtrip", "fetch", "run"]
-
-[permissions]
-kv-quota-bytes = 4096
-config-keys = ["version"]
-
-[limits]
-max-concurrent-calls = 64
-
-[config]
-version = "{version}"
-"#
-    )
-}
-
-fn echo_wasm() -> Vec<u8> {
-    std::fs::read(guests::GUEST_ECHO).unwrap()
-}
+use autoagent_tests::{Client, Host, Value, echo_wasm, eventually, guests, json, probe_manifest};
 
 /// Which version answered a call of `ops/probe`'s `config` capability.
 async fn version_answering(client: &Client, host: &Host) -> Result<String, String> {
@@ -117,7 +90,7 @@ async fn a_broken_upload_leaves_the_serving_version_and_says_why() {
     let health = probe_manifest("2.0.0")
         .replace("kind = \"capability\"", "kind = \"health-check\"")
         .replace(
-            "capabilities = [\"echo\", \"config\", \"kv_roundtrip\", \"fetch\", \"run\"]",
+            "capabilities = [\"echo\", \"config\", \"kv_roundtrip\", \"kv_get\", \"fetch\", \"run\"]",
             "",
         );
     let reply = client.put_plugin(&url, &health, echo_wasm()).await;

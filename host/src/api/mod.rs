@@ -11,6 +11,7 @@ mod metrics;
 mod plugins;
 mod system;
 mod tasks;
+mod tokens;
 mod workers;
 mod workflows;
 
@@ -56,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(system::routes())
         .merge(tasks::routes())
         .merge(workflows::routes())
+        .merge(tokens::routes())
         .split_for_parts();
     let doc = Arc::new(doc);
     let routes = routes
@@ -71,6 +73,10 @@ pub fn router(app: Arc<App>) -> Router {
         .nest(BASE_PATH, routes)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            tokens::identify,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }

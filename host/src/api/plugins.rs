@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
@@ -11,7 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiJson, created, ok};
+use super::tokens::require_team;
 use crate::App;
+use crate::auth::Identity;
 use crate::plugins::{Caller, PluginInfo};
 
 /// Largest upload accepted (manifest and component together), in bytes.
@@ -31,13 +34,19 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(invoke_plugin))
 }
 
-/// Every plugin of every team, serving or failed.
+/// Every plugin the caller may see, serving or failed: all of them for an
+/// admin; its own team's and the bundled ones for a team token.
 #[utoipa::path(
     get, path = "/plugins", tag = "plugins",
     responses((status = 200, description = "`data` is the list of plugins", body = Vec<PluginInfo>))
 )]
-async fn list_plugins(State(app): State<Arc<App>>) -> Response {
-    ok(app.plugins.list(None))
+async fn list_plugins(
+    State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
+) -> Response {
+    let mut plugins = app.plugins.list(None);
+    plugins.retain(|plugin| identity.may_see(&plugin.team));
+    ok(plugins)
 }
 
 /// The plugins of one team.
@@ -46,8 +55,13 @@ async fn list_plugins(State(app): State<Arc<App>>) -> Response {
     params(("team" = String, Path, description = "Team")),
     responses((status = 200, description = "`data` is the team's plugins", body = Vec<PluginInfo>))
 )]
-async fn list_team_plugins(State(app): State<Arc<App>>, Path(team): Path<String>) -> Response {
-    ok(app.plugins.list(Some(&team)))
+async fn list_team_plugins(
+    State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
+    Path(team): Path<String>,
+) -> Result<Response, ApiError> {
+    require_team(&identity, &team)?;
+    Ok(ok(app.plugins.list(Some(&team))))
 }
 
 /// One plugin of a team.
@@ -64,8 +78,10 @@ async fn list_team_plugins(State(app): State<Arc<App>>, Path(team): Path<String>
 )]
 async fn get_team_plugin(
     State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
     Path((team, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    require_team(&identity, &team)?;
     let info = app.plugins.get(&team, &name).ok_or_else(|| {
         ApiError::not_found(format!("team {team:?} has no plugin named {name:?}"))
     })?;
@@ -105,9 +121,11 @@ struct InvokeRequest {
 )]
 async fn invoke_plugin(
     State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
     Path((team, name)): Path<(String, String)>,
     ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Response, ApiError> {
+    require_team(&identity, &team)?;
     let caller = Caller {
         worker_id: request.worker_id,
         subject_id: None,
@@ -215,9 +233,11 @@ impl<S: Send + Sync> FromRequest<S> for PluginUpload {
 )]
 async fn upload_plugin(
     State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
     Path((team, name)): Path<(String, String)>,
     upload: PluginUpload,
 ) -> Result<Response, ApiError> {
+    require_team(&identity, &team)?;
     let uploaded = app
         .plugins
         .upload(&team, &name, upload.manifest, upload.component)
@@ -245,7 +265,9 @@ async fn upload_plugin(
 )]
 async fn delete_plugin(
     State(app): State<Arc<App>>,
+    Extension(identity): Extension<Identity>,
     Path((team, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    require_team(&identity, &team)?;
     Ok(ok(app.plugins.remove(&team, &name).await?))
 }

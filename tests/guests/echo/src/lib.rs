@@ -30,6 +30,7 @@ impl Capability for Echo {
                 "run",
                 "Runs input.program with input.args; returns status, stdout and stderr",
             ),
+            CapabilityInfo::new("kv_get", "Reads input.key from key-value state"),
             CapabilityInfo::new(
                 "fetch",
                 "Sends input.method (default GET) to input.url with input.body; returns status and body",
@@ -48,6 +49,10 @@ impl Capability for Echo {
             "fail" => Err(PluginError::failed("failed on purpose")),
             "kv_roundtrip" => kv_roundtrip(&input),
             "fetch" => fetch(&input),
+            "kv_get" => {
+                let key = input.get("key").and_then(Value::as_str).unwrap_or_default();
+                Ok(kv::get_json::<Value>(key)?.unwrap_or(Value::Null))
+            }
             "counter" => Ok(json!(CALLS.fetch_add(1, Ordering::SeqCst) + 1)),
             "config" => {
                 let key = input.get("key").and_then(Value::as_str).unwrap_or_default();
