@@ -1,8 +1,9 @@
 //! Builds the test guest components for `wasm32-wasip2` and writes their
 //! paths into `guests.rs`, so tests load real compiled plugins.
 
-/// Test guests under `tests/guests/`.
-const GUESTS: &[&str] = &["guest-echo", "guest-hostile"];
+/// Test guests under `tests/guests/`, and the bundled `todo` plugin (for
+/// the load benchmark).
+const GUESTS: &[&str] = &["guest-echo", "guest-hostile", "autoagent-plugin-todo"];
 
 fn main() {
     let outcome = autoagent_plugin_build::build_plugins(GUESTS)
