@@ -7,6 +7,18 @@ use std::time::{Duration, Instant};
 
 use autoagent_tests::{Client, Host, Value, echo_wasm, eventually, guests, json, probe_manifest};
 
+/// Uploads the echo guest as a new `ops/probe` of `version`.
+async fn upload_probe(client: &Client, host: &Host, version: &str) {
+    client
+        .put_plugin(
+            &host.url("/teams/ops/plugins/probe"),
+            &probe_manifest(version),
+            echo_wasm(),
+        )
+        .await
+        .expect_ok(201);
+}
+
 /// Which version answered a call of `ops/probe`'s `config` capability.
 async fn version_answering(client: &Client, host: &Host) -> Result<String, String> {
     let reply = client
@@ -146,14 +158,7 @@ async fn a_broken_upload_leaves_the_serving_version_and_says_why() {
 async fn an_acknowledged_upload_survives_kill_9_and_loads_from_the_cache() {
     let mut host = Host::start();
     let client = Client::new();
-    client
-        .put_plugin(
-            &host.url("/teams/ops/plugins/probe"),
-            &probe_manifest("3.1.4"),
-            echo_wasm(),
-        )
-        .await
-        .expect_ok(201);
+    upload_probe(&client, &host, "3.1.4").await;
     host.kill9();
     host.restart();
     assert_eq!(version_answering(&client, &host).await.unwrap(), "3.1.4");
@@ -243,14 +248,7 @@ async fn a_task_waiting_for_a_capability_runs_once_a_plugin_brings_it() {
     let task_url = host.url(&format!("/tasks/{}", task["id"].as_str().unwrap()));
     let waiting = client.get(&task_url).await.expect_ok(200);
     assert_eq!(waiting["status"], "queued", "{waiting}");
-    client
-        .put_plugin(
-            &host.url("/teams/ops/plugins/probe"),
-            &probe_manifest("1.0.0"),
-            echo_wasm(),
-        )
-        .await
-        .expect_ok(201);
+    upload_probe(&client, &host, "1.0.0").await;
     let done = eventually(10, "the task to succeed", || async {
         let task = client.get(&task_url).await.json["data"].clone();
         (task["status"] == "succeeded").then_some(task)
@@ -368,14 +366,7 @@ async fn twenty_swaps_under_sixteen_busy_clients_fail_no_call() {
 async fn denied_requests_fail_in_the_plugin_and_are_logged() {
     let host = Host::start();
     let client = Client::new();
-    client
-        .put_plugin(
-            &host.url("/teams/ops/plugins/probe"),
-            &probe_manifest("1.0.0"),
-            echo_wasm(),
-        )
-        .await
-        .expect_ok(201);
+    upload_probe(&client, &host, "1.0.0").await;
     let invoke = host.url("/teams/ops/plugins/probe/invoke");
     let fetch = client
         .post_json(
