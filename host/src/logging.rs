@@ -4,26 +4,45 @@
 
 use std::path::Path;
 
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::time::UtcTime;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Name of the log file inside the log directory.
 pub const LOG_FILE: &str = "autoagent.log";
 
-/// Sends events to `<log_dir>/autoagent.log` and to standard output. Keep the
-/// guard alive for as long as the host runs: dropping it flushes the file.
+/// Keeps the log's writer threads alive; dropping it flushes what they
+/// still hold. Keep it for as long as the host runs.
+#[must_use = "dropping the guard stops the log writers"]
+pub struct LogGuard {
+    _file: WorkerGuard,
+    _stdout: WorkerGuard,
+}
+
+/// Sends events to `<log_dir>/autoagent.log` and to standard output.
+///
+/// Each event is formatted once and the same line goes to both; neither
+/// write happens on the thread that logged. The host logs several lines per
+/// task, so formatting twice and writing stdout in line on the tokio workers
+/// cost about a fifth of its CPU under load (see BENCHMARKS.md).
 ///
 /// `RUST_LOG` overrides the default level (`info`).
-pub fn init(log_dir: &Path) -> std::io::Result<WorkerGuard> {
+pub fn init(log_dir: &Path) -> std::io::Result<LogGuard> {
     std::fs::create_dir_all(log_dir)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log_dir.join(LOG_FILE))?;
-    let (file_writer, guard) = tracing_appender::non_blocking(file);
+    let (file_writer, file_guard) = tracing_appender::non_blocking(file);
+    // Standard output may be a pipe read by a supervisor: when it falls
+    // behind, the host waits rather than dropping lines, as a blocking write
+    // would.
+    let (stdout_writer, stdout_guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let timer = UtcTime::new(time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     ));
@@ -32,16 +51,13 @@ pub fn init(log_dir: &Path) -> std::io::Result<WorkerGuard> {
         .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_timer(timer.clone())
-                .with_ansi(false)
-                .with_writer(file_writer),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
                 .with_timer(timer)
                 .with_ansi(false)
-                .with_writer(std::io::stdout),
+                .with_writer(file_writer.and(stdout_writer)),
         )
         .init();
-    Ok(guard)
+    Ok(LogGuard {
+        _file: file_guard,
+        _stdout: stdout_guard,
+    })
 }
