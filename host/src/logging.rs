@@ -2,6 +2,7 @@
 //! the ids involved as `key=value` fields, so `grep ERROR` and
 //! `grep TODO_WORKER_001` on `logs/autoagent.log` find what they should.
 
+use std::io::BufWriter;
 use std::path::Path;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -36,13 +37,15 @@ pub fn init(log_dir: &Path) -> std::io::Result<LogGuard> {
         .create(true)
         .append(true)
         .open(log_dir.join(LOG_FILE))?;
-    let (file_writer, file_guard) = tracing_appender::non_blocking(file);
+    // Each writer thread takes every line waiting, writes them through its
+    // buffer and flushes once: one system call per burst, not per line.
+    let (file_writer, file_guard) = tracing_appender::non_blocking(BufWriter::new(file));
     // Standard output may be a pipe read by a supervisor: when it falls
     // behind, the host waits rather than dropping lines, as a blocking write
     // would.
     let (stdout_writer, stdout_guard) = NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        .finish(BufWriter::new(std::io::stdout()));
     let timer = UtcTime::new(time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     ));
