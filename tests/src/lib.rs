@@ -113,6 +113,20 @@ impl Host {
         format!("{}{BASE_PATH}{path}", self.origin)
     }
 
+    /// CPU time (user + system, all threads) the host process has used so
+    /// far, read from `/proc`; `None` where that is not readable (not Linux,
+    /// or the host is not running).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name is in parentheses and may hold spaces; utime and
+        // stime are the 12th and 13th fields after it.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // Linux reports them in USER_HZ ticks, 100 a second.
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     /// Kills the host with SIGKILL, as a crash would, and waits for it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

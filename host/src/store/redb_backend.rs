@@ -1,6 +1,7 @@
 //! The embedded storage engine: one redb file, one writer thread.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -79,6 +80,11 @@ fn run_writer(db: &Database, queue: &mpsc::Receiver<PendingWrite>) {
     }
 }
 
+/// A write transaction's tables, each opened once for the whole group: a
+/// group touches few tables with many operations, and redb re-reads a
+/// table's root on every open.
+type OpenTables<'txn> = HashMap<&'static str, redb::Table<'txn, &'static str, &'static [u8]>>;
+
 /// Applies every batch that passes its preconditions in one transaction and
 /// commits it durably. Returns one outcome per batch.
 fn commit_group(
@@ -87,36 +93,53 @@ fn commit_group(
 ) -> Result<Vec<Result<(), StoreError>>, redb::Error> {
     let txn = db.begin_write()?;
     let mut outcomes = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let outcome = match first_conflict(&txn, batch)? {
-            Some(conflict) => Err(conflict),
-            None => {
-                apply(&txn, batch)?;
-                Ok(())
-            }
-        };
-        outcomes.push(outcome);
+    {
+        let mut tables = OpenTables::new();
+        for batch in batches {
+            let outcome = match first_conflict(&txn, &mut tables, batch)? {
+                Some(conflict) => Err(conflict),
+                None => {
+                    apply(&txn, &mut tables, batch)?;
+                    Ok(())
+                }
+            };
+            outcomes.push(outcome);
+        }
+        // The tables borrow the transaction; they close before it commits.
     }
     txn.commit()?;
     Ok(outcomes)
 }
 
+fn table<'t, 'txn>(
+    txn: &'txn redb::WriteTransaction,
+    tables: &'t mut OpenTables<'txn>,
+    name: &'static str,
+) -> Result<&'t mut redb::Table<'txn, &'static str, &'static [u8]>, redb::Error> {
+    match tables.entry(name) {
+        Entry::Occupied(open) => Ok(open.into_mut()),
+        Entry::Vacant(slot) => Ok(slot.insert(txn.open_table(definition(name))?)),
+    }
+}
+
 /// Finds the first insert of a batch whose key is already taken, counting
 /// keys inserted earlier in the same batch.
-fn first_conflict(
-    txn: &redb::WriteTransaction,
+fn first_conflict<'txn>(
+    txn: &'txn redb::WriteTransaction,
+    tables: &mut OpenTables<'txn>,
     batch: &Batch,
 ) -> Result<Option<StoreError>, redb::Error> {
     let mut inserted: HashSet<(&str, &str)> = HashSet::new();
     for op in batch.ops() {
-        if let Op::Insert { table, key, .. } = op {
-            let taken = !inserted.insert((table, key)) || {
-                let table = txn.open_table(definition(table))?;
-                table.get(key.as_str())?.is_some()
-            };
+        if let Op::Insert {
+            table: name, key, ..
+        } = op
+        {
+            let taken = !inserted.insert((name, key))
+                || table(txn, tables, name)?.get(key.as_str())?.is_some();
             if taken {
                 return Ok(Some(StoreError::AlreadyExists {
-                    table,
+                    table: name,
                     key: key.clone(),
                 }));
             }
@@ -125,16 +148,27 @@ fn first_conflict(
     Ok(None)
 }
 
-fn apply(txn: &redb::WriteTransaction, batch: &Batch) -> Result<(), redb::Error> {
+fn apply<'txn>(
+    txn: &'txn redb::WriteTransaction,
+    tables: &mut OpenTables<'txn>,
+    batch: &Batch,
+) -> Result<(), redb::Error> {
     for op in batch.ops() {
         match op {
-            Op::Put { table, key, value } | Op::Insert { table, key, value } => {
-                let mut table = txn.open_table(definition(table))?;
-                table.insert(key.as_str(), value.as_slice())?;
+            Op::Put {
+                table: name,
+                key,
+                value,
             }
-            Op::Delete { table, key } => {
-                let mut table = txn.open_table(definition(table))?;
-                table.remove(key.as_str())?;
+            | Op::Insert {
+                table: name,
+                key,
+                value,
+            } => {
+                table(txn, tables, name)?.insert(key.as_str(), value.as_slice())?;
+            }
+            Op::Delete { table: name, key } => {
+                table(txn, tables, name)?.remove(key.as_str())?;
             }
         }
     }

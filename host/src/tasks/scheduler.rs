@@ -764,7 +764,21 @@ impl Tasks {
         if task.status.is_terminal() {
             task.finished_at = Some(now);
         }
-        if let Err(err) = self.table.put(&task.id, &task).await {
+        // The task's new state and its worker's counters commit together:
+        // one durable write per attempt, not two in a row.
+        let mut batch = Batch::new();
+        batch.push(self.table.put_op(&task.id, &task));
+        if let Some(ok) = succeeded {
+            match self.workers.count_outcome(&worker_id, ok) {
+                Ok(op) => {
+                    batch.push(op);
+                }
+                Err(err) => {
+                    tracing::warn!(worker_id = %worker_id, error = %err, "could not count the task on its worker");
+                }
+            }
+        }
+        if let Err(err) = self.store.write(batch).await {
             tracing::error!(task_id = %task.id, error = %err, "could not record the task's state");
         }
         match task.status {
@@ -790,11 +804,6 @@ impl Tasks {
                 "task attempt failed; queued again"
             ),
             TaskStatus::Running => {}
-        }
-        if let Some(ok) = succeeded
-            && let Err(err) = self.workers.record_outcome(&worker_id, ok).await
-        {
-            tracing::warn!(worker_id = %worker_id, error = %err, "could not count the task on its worker");
         }
         {
             let mut queue = self.lock();

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::plugins::Plugins;
 use crate::plugins::manifest::is_identifier;
-use crate::store::{Store, StoreError, Table};
+use crate::store::{Op, Store, StoreError, Table};
 
 const WORKERS: &str = "workers";
 
@@ -218,26 +218,25 @@ impl Workers {
         self.cache.read().expect("worker cache poisoned").len() as u64
     }
 
-    /// Counts a finished task on the worker that ran it; durable when it
-    /// returns.
-    pub async fn record_outcome(&self, id: &str, succeeded: bool) -> Result<(), WorkerError> {
-        let updated = {
-            let mut cache = self.cache.write().expect("worker cache poisoned");
-            let Some(worker) = cache.get_mut(id) else {
-                return Err(WorkerError::NotFound(id.to_owned()));
-            };
-            if succeeded {
-                worker.tasks_completed += 1;
-            } else {
-                worker.tasks_failed += 1;
-            }
-            worker.last_seen_at = Timestamp::now();
-            worker.clone()
+    /// Counts a finished task on the worker that ran it, and returns the
+    /// write that records the new counters. The caller puts it in the same
+    /// batch as the task's outcome, so a task and the count of it become
+    /// durable together, in one commit.
+    ///
+    /// The count is taken in memory at once. If the batch then fails, memory
+    /// is one ahead of the store until the worker's next counted task.
+    pub fn count_outcome(&self, id: &str, succeeded: bool) -> Result<Op, WorkerError> {
+        let mut cache = self.cache.write().expect("worker cache poisoned");
+        let Some(worker) = cache.get_mut(id) else {
+            return Err(WorkerError::NotFound(id.to_owned()));
         };
-        self.table
-            .put(id, &updated)
-            .await
-            .map_err(WorkerError::Store)
+        if succeeded {
+            worker.tasks_completed += 1;
+        } else {
+            worker.tasks_failed += 1;
+        }
+        worker.last_seen_at = Timestamp::now();
+        Ok(self.table.put_op(id, worker))
     }
 }
 
