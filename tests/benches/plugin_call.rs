@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use autoagent::plugins::{Caller, PluginSource, Plugins, RuntimeConfig};
 use autoagent::store::{RedbBackend, Store};
 use autoagent_tests::guests;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 mod bare {
     wasmtime::component::bindgen!({
@@ -24,9 +25,62 @@ mod bare {
     });
 }
 
+// No-op host imports: bare wasmtime has no log, state, config or commands.
+impl bare::autoagent::plugin::log::Host for BareState {
+    fn log(&mut self, _: bare::autoagent::plugin::log::Level, _: String, _: Vec<(String, String)>) {
+    }
+}
+
+impl bare::autoagent::plugin::kv::Host for BareState {
+    fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, bare::autoagent::plugin::kv::KvError> {
+        Ok(None)
+    }
+    fn set(&mut self, _: String, _: Vec<u8>) -> Result<(), bare::autoagent::plugin::kv::KvError> {
+        Ok(())
+    }
+    fn delete(&mut self, _: String) -> Result<(), bare::autoagent::plugin::kv::KvError> {
+        Ok(())
+    }
+    fn list_keys(
+        &mut self,
+        _: String,
+    ) -> Result<Vec<String>, bare::autoagent::plugin::kv::KvError> {
+        Ok(Vec::new())
+    }
+}
+
+impl bare::autoagent::plugin::config::Host for BareState {
+    fn get(&mut self, _: String) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+impl bare::autoagent::plugin::commands::Host for BareState {
+    fn run(
+        &mut self,
+        _: String,
+        _: Vec<String>,
+    ) -> Result<bare::autoagent::plugin::commands::CommandOutput, String> {
+        Err("no commands".into())
+    }
+}
+
+impl bare::autoagent::plugin::types::Host for BareState {}
+
 struct BareState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
+}
+
+impl WasiHttpView for BareState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
 }
 
 impl WasiView for BareState {
@@ -76,15 +130,19 @@ async fn run() {
     // Bare wasmtime: same pooling knobs, no limiter, no deadline, no JSON.
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(100)
-        .linear_memory_keep_resident(1 << 20)
+        .linear_memory_keep_resident(64 << 10)
         .table_keep_resident(1 << 16);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).unwrap();
     let component = Component::new(&engine, &wasm).unwrap();
     let mut linker: Linker<BareState> = Linker::new(&engine);
+    // WASI and wasi:http as the host links them (the guest imports
+    // wasi:http for its `fetch` capability), and our imports as no-ops:
+    // `ping` calls none of them.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    linker.define_unknown_imports_as_traps(&component).unwrap();
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
+    bare::Capability::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).unwrap();
     let pre = bare::CapabilityPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
     let ctx = bare::autoagent::plugin::types::CallContext {
         team: "testing".into(),
@@ -98,6 +156,7 @@ async fn run() {
             &engine,
             BareState {
                 wasi: WasiCtx::builder().build(),
+                http: WasiHttpCtx::new(),
                 table: ResourceTable::new(),
             },
         );

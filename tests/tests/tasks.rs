@@ -173,20 +173,31 @@ async fn tasks_run_by_priority_then_age() {
     }
     // One worker, one slot: the order it takes them is the queue's order.
     register(&client, &host, json!({"id": "E1", "name": "e", "type": "ECHO", "capabilities": ["echo"], "team": "testing"})).await;
-    let mut started = Vec::new();
-    for (priority, id) in &ids {
+    for (_, id) in &ids {
         let task = terminal(&client, &host, id).await;
         assert_eq!(task["status"], "succeeded");
-        started.push((
-            task["startedAt"].as_str().unwrap().to_owned(),
-            *priority,
-            id.clone(),
-        ));
     }
-    started.sort();
-    let order: Vec<&str> = started.iter().map(|(_, p, _)| *p).collect();
+    // Timestamps have millisecond resolution and short tasks share one, so
+    // the order of assignment is read from the log, where the scheduler
+    // writes one line per assignment as it makes it.
+    let needles: Vec<String> = ids
+        .iter()
+        .map(|(_, id)| format!("task assigned task_id={id} "))
+        .collect();
+    let wanted: Vec<&str> = needles.iter().map(String::as_str).collect();
+    let log = host.log_containing(&wanted).await;
+    let mut assigned: Vec<(usize, &str, &str)> = ids
+        .iter()
+        .zip(&needles)
+        .map(|((priority, id), needle)| (log.find(needle).unwrap(), *priority, id.as_str()))
+        .collect();
+    assigned.sort();
+    let order: Vec<&str> = assigned.iter().map(|(_, p, _)| *p).collect();
     assert_eq!(order, ["critical", "critical", "high", "medium", "low"]);
-    assert_eq!(started[0].2, ids[2].1, "the older critical task goes first");
+    assert_eq!(
+        assigned[0].2, ids[2].1,
+        "the older critical task goes first"
+    );
 }
 
 #[tokio::test]
