@@ -83,8 +83,8 @@ impl log::Host for CallState {
                     team = %host.team(),
                     plugin = %host.plugin(),
                     call_id = %host.call_id,
-                    worker_id = host.worker_id.as_deref(),
-                    subject_id = host.subject_id.as_deref(),
+                    worker_id = %host.worker_id.as_deref().unwrap_or("-"),
+                    subject_id = %host.subject_id.as_deref().unwrap_or("-"),
                     "{message} {fields}"
                 )
             };
@@ -197,8 +197,8 @@ impl commands::Host for CallState {
             team = %host.team(),
             plugin = %host.plugin(),
             call_id = %host.call_id,
-            worker_id = host.worker_id.as_deref().unwrap_or("-"),
-            subject_id = host.subject_id.as_deref().unwrap_or("-"),
+            worker_id = %host.worker_id.as_deref().unwrap_or("-"),
+            subject_id = %host.subject_id.as_deref().unwrap_or("-"),
             program = %program,
             args = %args.join(" "),
             status = finished.status,

@@ -152,7 +152,7 @@ impl Tasks {
                 TaskStatus::Running => {
                     tracing::warn!(
                         task_id = %task.id,
-                        worker_id = task.worker_id.as_deref().unwrap_or("-"),
+                        worker_id = %task.worker_id.as_deref().unwrap_or("-"),
                         attempt = task.attempts,
                         "task was running when the host stopped; queued again"
                     );
@@ -218,9 +218,9 @@ impl Tasks {
         tracing::info!(
             task_id = %task.id,
             task_type = %task.kind,
-            priority = ?task.priority,
-            workflow = task.workflow.as_deref().unwrap_or("-"),
-            capability = task.capability.as_deref().unwrap_or("-"),
+            priority = %task.priority.as_str(),
+            workflow = %task.workflow.as_deref().unwrap_or("-"),
+            capability = %task.capability.as_deref().unwrap_or("-"),
             "task queued"
         );
         self.lock().enqueue(task.clone());
@@ -404,7 +404,7 @@ impl Tasks {
             ids.push(task.id.clone());
             self.finish(task, Outcome::Stopped(Stop::Restart)).await;
         }
-        tracing::info!(worker_id, requeued = ids.len(), tasks = %ids.join(","), "worker restarted");
+        tracing::info!(worker_id = %worker_id, requeued = ids.len(), tasks = %ids.join(","), "worker restarted");
         self.wake.notify_one();
         ids
     }
@@ -702,7 +702,7 @@ impl Tasks {
                 .call(task, worker, &step.capability, &input)
                 .await
                 .map_err(|err| format!("step {:?}: {err}", step.name))?;
-            tracing::info!(task_id = %task.id, worker_id = %worker.id, workflow = name, step = %step.name, "workflow step done");
+            tracing::info!(task_id = %task.id, worker_id = %worker.id, workflow = %name, step = %step.name, "workflow step done");
             context["steps"][&step.name] = output.clone();
             outputs.insert(step.name.clone(), output);
         }
@@ -790,7 +790,7 @@ impl Tasks {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     task_id = %task.id, worker_id = %worker_id, attempt = task.attempts,
-                    status = ?task.status, error = task.error.as_deref().unwrap_or("-"),
+                    status = ?task.status, error = %task.error.as_deref().unwrap_or("-"),
                     "task failed"
                 );
             }
@@ -799,7 +799,7 @@ impl Tasks {
             }
             TaskStatus::Queued => tracing::warn!(
                 task_id = %task.id, worker_id = %worker_id, attempt = task.attempts,
-                error = task.error.as_deref().unwrap_or("-"),
+                error = %task.error.as_deref().unwrap_or("-"),
                 retry_at = %task.not_before.map(|t| t.to_string()).unwrap_or_else(|| "now".into()),
                 "task attempt failed; queued again"
             ),
