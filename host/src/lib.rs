@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod authoring;
 pub mod clock;
+pub mod digest;
 pub mod logging;
 pub mod plugins;
 pub mod server;

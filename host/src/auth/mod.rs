@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
+use crate::digest::{random_hex, sha256_hex};
 use crate::plugins::manifest::is_identifier;
 use crate::store::{Batch, Store, StoreError, Table};
 
@@ -96,19 +96,6 @@ pub struct Tokens {
     by_secret: RwLock<HashMap<String, Token>>,
 }
 
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    getrandom::fill(&mut buffer).expect("the system's random source works");
-    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 impl Tokens {
     /// Loads the tokens kept in `store`.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
@@ -158,7 +145,7 @@ impl Tokens {
             role,
             team,
             created_at: Timestamp::now(),
-            secret_sha256: sha256_hex(&secret),
+            secret_sha256: sha256_hex(secret.as_bytes()),
         };
         self.table.insert(&token.id, &token).await?;
         self.by_secret
@@ -210,7 +197,7 @@ impl Tokens {
     /// Who holds `secret`, if it is a token of this host.
     pub fn authenticate(&self, secret: &str) -> Option<Identity> {
         let tokens = self.by_secret.read().expect("tokens poisoned");
-        let token = tokens.get(&sha256_hex(secret))?;
+        let token = tokens.get(&sha256_hex(secret.as_bytes()))?;
         Some(match (&token.role, &token.team) {
             (Role::Team, Some(team)) => Identity::Team(team.clone()),
             _ => Identity::Admin,

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::digest::sha256_hex;
 use artifacts::{ArtifactCache, Origin};
 use folder::PluginFiles;
 
@@ -425,7 +426,7 @@ impl Plugins {
                 return Err(err);
             }
         };
-        let wasm_sha256 = artifacts::sha256_hex(&files.wasm);
+        let wasm_sha256 = sha256_hex(&files.wasm);
         if self.serves_or_failed(&key, &files.manifest, &wasm_sha256) {
             return Ok(FolderSync::Unchanged);
         }
@@ -514,7 +515,7 @@ impl Plugins {
         }
         let key = (team.to_owned(), name.to_owned());
         let _turn = self.turn(&key).await;
-        let wasm_sha256 = artifacts::sha256_hex(&wasm);
+        let wasm_sha256 = sha256_hex(&wasm);
         let source = PluginSource::Directory {
             path: root.join(team).join(name).display().to_string(),
         };
@@ -634,7 +635,7 @@ impl Plugins {
         source: PluginSource,
     ) -> Result<PluginInfo, LoadError> {
         let manifest = Arc::new(Manifest::parse(manifest_text)?);
-        let wasm_sha256 = artifacts::sha256_hex(&wasm);
+        let wasm_sha256 = sha256_hex(&wasm);
         let files = PluginFiles {
             manifest: manifest_text.to_owned(),
             wasm,
