@@ -394,3 +394,48 @@ async fn denied_requests_fail_in_the_plugin_and_are_logged() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_folder_in_the_reserved_core_team_never_touches_the_bundled_plugin() {
+    let host = Host::start();
+    let client = Client::new();
+    let dir = host.data_dir.join("plugins/core/todo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(guests::GUEST_ECHO, dir.join("todo.wasm")).unwrap();
+    std::fs::write(
+        dir.join("plugin.toml"),
+        probe_manifest("9.9.9")
+            .replace("name = \"probe\"", "name = \"todo\"")
+            .replace("team = \"ops\"", "team = \"core\""),
+    )
+    .unwrap();
+    let url = host.url("/teams/core/plugins/todo");
+    let refused = eventually(10, "the folder to be refused", || async {
+        let info = client.get(&url).await.json["data"].clone();
+        info["lastError"].as_str().is_some().then_some(info)
+    })
+    .await;
+    assert!(
+        refused["lastError"].as_str().unwrap().contains("reserved"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["version"], "0.1.0",
+        "the bundled version still serves"
+    );
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let info = client.get(&url).await.expect_ok(200);
+    assert_eq!(
+        (&info["state"], &info["version"]),
+        (&json!("loaded"), &json!("0.1.0"))
+    );
+    client
+        .post_json(
+            &host.url("/teams/core/plugins/todo/invoke"),
+            r#"{"capability": "task_creation", "input": {"title": "still here"}}"#,
+        )
+        .await
+        .expect_ok(200);
+}

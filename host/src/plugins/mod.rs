@@ -582,13 +582,16 @@ impl Plugins {
     }
 
     /// Forgets a plugin, serving or failed. Returns whether there was one.
+    /// Bundled plugins are part of the binary and never unloaded, whatever
+    /// happens to a folder of the same name.
     fn unload(&self, key: &PluginKey, why: &str) -> bool {
-        let served = self
-            .loaded
-            .write()
-            .expect("plugin registry poisoned")
-            .remove(key)
-            .is_some();
+        let served = {
+            let mut loaded = self.loaded.write().expect("plugin registry poisoned");
+            let bundled = loaded
+                .get(key)
+                .is_some_and(|plugin| matches!(plugin.source, PluginSource::Bundled));
+            !bundled && loaded.remove(key).is_some()
+        };
         let failed = self
             .failed
             .write()
