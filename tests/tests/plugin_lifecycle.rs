@@ -248,6 +248,11 @@ async fn a_task_waiting_for_a_capability_runs_once_a_plugin_brings_it() {
     let task_url = host.url(&format!("/tasks/{}", task["id"].as_str().unwrap()));
     let waiting = client.get(&task_url).await.expect_ok(200);
     assert_eq!(waiting["status"], "queued", "{waiting}");
+    // A worker none of whose capabilities resolves is unhealthy until a
+    // plugin brings one.
+    let worker_url = host.url("/workers/OPS_1");
+    let worker = client.get(&worker_url).await.expect_ok(200);
+    assert_eq!(worker["status"], "unhealthy", "{worker}");
     upload_probe(&client, &host, "1.0.0").await;
     let done = eventually(10, "the task to succeed", || async {
         let task = client.get(&task_url).await.json["data"].clone();
@@ -255,6 +260,8 @@ async fn a_task_waiting_for_a_capability_runs_once_a_plugin_brings_it() {
     })
     .await;
     assert_eq!(done["workerId"], "OPS_1");
+    let worker = client.get(&worker_url).await.expect_ok(200);
+    assert_eq!(worker["status"], "idle", "{worker}");
 }
 
 /// One call made during the swaps.

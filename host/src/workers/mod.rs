@@ -26,9 +26,10 @@ pub enum WorkerStatus {
     Idle,
     /// Running as many tasks as its concurrency allows.
     Busy,
-    /// Taken out of service.
+    /// Taken out of service. Reserved: nothing stops a worker yet.
     Stopped,
-    /// Failing; not given tasks.
+    /// None of its capabilities resolves to a loaded plugin, so no task can
+    /// be given to it until a plugin brings one.
     Unhealthy,
 }
 
@@ -241,11 +242,10 @@ impl Workers {
 }
 
 /// Resolves each capability of `worker` against the plugins loaded now, and
-/// shows its live status given the tasks it is running.
+/// shows its live status: `busy` while it runs as many tasks as its
+/// concurrency allows, `unhealthy` while none of its capabilities resolves to
+/// a loaded plugin (the scheduler can give it nothing until one does).
 pub fn resolve(mut worker: Worker, plugins: &Plugins, active_tasks: usize) -> WorkerView {
-    if worker.status == WorkerStatus::Idle && active_tasks >= worker.concurrency as usize {
-        worker.status = WorkerStatus::Busy;
-    }
     let resolved_capabilities = worker
         .capabilities
         .iter()
@@ -268,7 +268,14 @@ pub fn resolve(mut worker: Worker, plugins: &Plugins, active_tasks: usize) -> Wo
                 },
             },
         )
-        .collect();
+        .collect::<Vec<ResolvedCapability>>();
+    if worker.status == WorkerStatus::Idle {
+        if active_tasks >= worker.concurrency as usize {
+            worker.status = WorkerStatus::Busy;
+        } else if resolved_capabilities.iter().all(|c| c.plugin.is_none()) {
+            worker.status = WorkerStatus::Unhealthy;
+        }
+    }
     WorkerView {
         worker,
         active_tasks,
