@@ -11,6 +11,7 @@ pub mod authoring;
 pub mod clock;
 pub mod digest;
 pub mod logging;
+pub mod names;
 pub mod plugins;
 pub mod server;
 pub mod store;
@@ -112,9 +113,9 @@ impl App {
         let plugins = Arc::new(plugins);
         let watcher = FolderWatcher::start(plugins.clone())
             .map_err(|err| anyhow::anyhow!("cannot watch the plugin folders: {err}"))?;
-        let tokens = Arc::new(Tokens::open(&store)?);
-        let workers = Arc::new(Workers::open(&store)?);
-        let workflows = Arc::new(Workflows::open(&store)?);
+        let tokens = Arc::new(Tokens::open(&store).await?);
+        let workers = Arc::new(Workers::open(&store).await?);
+        let workflows = Arc::new(Workflows::open(&store).await?);
         let tasks =
             Tasks::open(&store, workers.clone(), workflows.clone(), plugins.clone()).await?;
         Ok(Arc::new(Self {

@@ -56,7 +56,7 @@ enum TokenCommand {
         data_dir: PathBuf,
         /// The team the token acts for.
         #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
-        team: Option<String>,
+        team: Option<autoagent::names::Name>,
         /// An admin token, acting for every team.
         #[arg(long)]
         admin: bool,
@@ -219,6 +219,7 @@ fn token_command(command: TokenCommand) -> ExitCode {
             )
         })?;
         let tokens = Tokens::open(&Store::new(std::sync::Arc::new(backend)))
+            .await
             .map_err(|err| err.to_string())?;
         tokens
             .create(role, team)

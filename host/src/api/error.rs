@@ -1,13 +1,10 @@
-//! The one error type of the API, the JSON envelope, and the JSON extractor
-//! that turns every malformed request into that envelope.
+//! The one error type of the API and the JSON envelope it becomes.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::plugins::{CallError, InvokeError, LoadError, RemoveError};
 use crate::tasks::TaskError;
@@ -228,52 +225,5 @@ impl From<RemoveError> for ApiError {
             }
             RemoveError::Io(_) => Self::internal(err),
         }
-    }
-}
-
-/// A JSON body whose every failure (bad syntax, wrong content type, wrong
-/// types, missing or unknown fields, too large) becomes an [`ApiError`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(value))
-    }
-}
-
-/// Query parameters whose every failure becomes a 400 [`ApiError`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiQuery<T>(pub T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state)
-                .await
-                .map_err(|rejection| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_query",
-                        rejection.body_text(),
-                    )
-                })?;
-        Ok(Self(value))
     }
 }

@@ -7,6 +7,7 @@
 //! document served at `/openapi.json` lists every route there is.
 
 mod error;
+mod extract;
 mod metrics;
 mod plugins;
 mod system;
@@ -27,7 +28,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::App;
 
-pub use error::{ApiError, ApiJson, ErrorEnvelope};
+pub use error::{ApiError, ErrorEnvelope};
+pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use metrics::HttpStats;
 
 /// Where every route lives.

@@ -4,17 +4,19 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, created, ok};
+use super::error::{ApiError, created, ok};
+use super::extract::{ApiJson, ApiPath};
 use super::tokens::require_team;
 use crate::App;
 use crate::auth::Identity;
+use crate::names::Name;
 use crate::plugins::{Caller, PluginInfo};
 
 /// Largest upload accepted (manifest and component together), in bytes.
@@ -52,13 +54,13 @@ async fn list_plugins(
 /// The plugins of one team.
 #[utoipa::path(
     get, path = "/teams/{team}/plugins", tag = "plugins",
-    params(("team" = String, Path, description = "Team")),
+    params(("team" = Name, Path, description = "Team")),
     responses((status = 200, description = "`data` is the team's plugins", body = Vec<PluginInfo>))
 )]
 async fn list_team_plugins(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
-    Path(team): Path<String>,
+    ApiPath(team): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
     require_team(&identity, &team)?;
     Ok(ok(app.plugins.list(Some(&team))))
@@ -68,8 +70,8 @@ async fn list_team_plugins(
 #[utoipa::path(
     get, path = "/teams/{team}/plugins/{name}", tag = "plugins",
     params(
-        ("team" = String, Path, description = "Team"),
-        ("name" = String, Path, description = "Plugin name"),
+        ("team" = Name, Path, description = "Team"),
+        ("name" = Name, Path, description = "Plugin name"),
     ),
     responses(
         (status = 200, description = "`data` is the plugin", body = PluginInfo),
@@ -79,7 +81,7 @@ async fn list_team_plugins(
 async fn get_team_plugin(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
-    Path((team, name)): Path<(String, String)>,
+    ApiPath((team, name)): ApiPath<(Name, Name)>,
 ) -> Result<Response, ApiError> {
     require_team(&identity, &team)?;
     let info = app.plugins.get(&team, &name).ok_or_else(|| {
@@ -89,26 +91,26 @@ async fn get_team_plugin(
 }
 
 /// A direct call of one capability, for operators and tests.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct InvokeRequest {
     /// Capability to run.
     #[schema(example = "task_creation")]
-    capability: String,
+    capability: Name,
     /// JSON input handed to the plugin.
     #[serde(default)]
     #[schema(value_type = Object)]
     input: serde_json::Value,
     /// Worker to attribute the call to, for the log.
-    worker_id: Option<String>,
+    worker_id: Option<Name>,
 }
 
 /// Calls one capability of a team's capability plugin and returns its output.
 #[utoipa::path(
     post, path = "/teams/{team}/plugins/{name}/invoke", tag = "plugins",
     params(
-        ("team" = String, Path, description = "Team"),
-        ("name" = String, Path, description = "Plugin name"),
+        ("team" = Name, Path, description = "Team"),
+        ("name" = Name, Path, description = "Plugin name"),
     ),
     request_body = InvokeRequest,
     responses(
@@ -122,12 +124,12 @@ struct InvokeRequest {
 async fn invoke_plugin(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
-    Path((team, name)): Path<(String, String)>,
+    ApiPath((team, name)): ApiPath<(Name, Name)>,
     ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Response, ApiError> {
     require_team(&identity, &team)?;
     let caller = Caller {
-        worker_id: request.worker_id,
+        worker_id: request.worker_id.map(String::from),
         subject_id: None,
     };
     let output = app
@@ -218,8 +220,8 @@ impl<S: Send + Sync> FromRequest<S> for PluginUpload {
 #[utoipa::path(
     put, path = "/teams/{team}/plugins/{name}", tag = "plugins",
     params(
-        ("team" = String, Path, description = "Team"),
-        ("name" = String, Path, description = "Plugin name; must match the manifest"),
+        ("team" = Name, Path, description = "Team"),
+        ("name" = Name, Path, description = "Plugin name; must match the manifest"),
     ),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
@@ -234,7 +236,7 @@ impl<S: Send + Sync> FromRequest<S> for PluginUpload {
 async fn upload_plugin(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
-    Path((team, name)): Path<(String, String)>,
+    ApiPath((team, name)): ApiPath<(Name, Name)>,
     upload: PluginUpload,
 ) -> Result<Response, ApiError> {
     require_team(&identity, &team)?;
@@ -254,8 +256,8 @@ async fn upload_plugin(
 #[utoipa::path(
     delete, path = "/teams/{team}/plugins/{name}", tag = "plugins",
     params(
-        ("team" = String, Path, description = "Team"),
-        ("name" = String, Path, description = "Plugin name"),
+        ("team" = Name, Path, description = "Team"),
+        ("name" = Name, Path, description = "Plugin name"),
     ),
     responses(
         (status = 200, description = "Removed; `data` is the plugin as it was", body = PluginInfo),
@@ -266,7 +268,7 @@ async fn upload_plugin(
 async fn delete_plugin(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
-    Path((team, name)): Path<(String, String)>,
+    ApiPath((team, name)): ApiPath<(Name, Name)>,
 ) -> Result<Response, ApiError> {
     require_team(&identity, &team)?;
     Ok(ok(app.plugins.remove(&team, &name).await?))

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiQuery, ok};
+use super::error::{ApiError, ok};
+use super::extract::ApiQuery;
 use super::metrics::MetricsSnapshot;
 use crate::App;
 use crate::clock::Timestamp;

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, ApiQuery, created, ok};
+use super::error::{ApiError, created, ok};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::App;
+use crate::names::Name;
 use crate::tasks::{NewTask, Task, TaskPage, TaskQuery};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
@@ -53,7 +55,7 @@ async fn list_tasks(
 /// One task, with its result or error, and why it waits if it does.
 #[utoipa::path(
     get, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(("id" = Name, Path, description = "Task id")),
     responses(
         (status = 200, description = "`data` is the task", body = Task),
         (status = 404, description = "No such task", body = super::ErrorEnvelope),
@@ -61,7 +63,7 @@ async fn list_tasks(
 )]
 async fn get_task(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
     Ok(ok(app.tasks.get(&id)?))
 }
@@ -69,7 +71,7 @@ async fn get_task(
 /// Cancels a queued or running task; a running task's call is stopped.
 #[utoipa::path(
     post, path = "/tasks/{id}/cancel", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(("id" = Name, Path, description = "Task id")),
     responses(
         (status = 200, description = "Cancelled; `data` is the task", body = Task),
         (status = 404, description = "No such task", body = super::ErrorEnvelope),
@@ -78,7 +80,7 @@ async fn get_task(
 )]
 async fn cancel_task(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
     Ok(ok(app.tasks.cancel(&id).await?))
 }

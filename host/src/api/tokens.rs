@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, created, ok};
+use super::error::{ApiError, created, ok};
+use super::extract::{ApiJson, ApiPath};
 use crate::App;
 use crate::auth::{Identity, Role, Token, TokenError};
+use crate::names::Name;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -88,13 +90,13 @@ impl From<TokenError> for ApiError {
 }
 
 /// A token to create.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewToken {
     /// `admin` or `team`.
     role: Role,
     /// The team a `team` token acts for.
-    team: Option<String>,
+    team: Option<Name>,
 }
 
 /// A token just created, with its secret, which is shown only this once.
@@ -147,7 +149,7 @@ async fn list_tokens(
 /// Revokes a token (admin only); requests carrying it are refused from now on.
 #[utoipa::path(
     delete, path = "/tokens/{id}", tag = "tokens",
-    params(("id" = String, Path, description = "Token id, `tok_…`")),
+    params(("id" = Name, Path, description = "Token id, `tok_…`")),
     responses(
         (status = 200, description = "Revoked"),
         (status = 403, description = "Not an admin", body = super::ErrorEnvelope),
@@ -157,7 +159,7 @@ async fn list_tokens(
 async fn revoke_token(
     State(app): State<Arc<App>>,
     Extension(identity): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
     require_admin(&identity)?;
     app.tokens.revoke(&id).await?;

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, created, ok};
+use super::error::{ApiError, created, ok};
+use super::extract::{ApiJson, ApiPath};
 use crate::App;
+use crate::names::Name;
 use crate::workers::{NewWorker, WorkerView, resolve};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
@@ -58,7 +60,7 @@ async fn list_workers(State(app): State<Arc<App>>) -> Response {
 /// One worker.
 #[utoipa::path(
     get, path = "/workers/{id}", tag = "workers",
-    params(("id" = String, Path, description = "Worker id")),
+    params(("id" = Name, Path, description = "Worker id")),
     responses(
         (status = 200, description = "`data` is the worker", body = WorkerView),
         (status = 404, description = "No such worker", body = super::ErrorEnvelope),
@@ -66,7 +68,7 @@ async fn list_workers(State(app): State<Arc<App>>) -> Response {
 )]
 async fn get_worker(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
     let worker = app.workers.get(&id)?;
     let active = app.tasks.active_on(&id);
@@ -87,7 +89,7 @@ struct Restarted {
 /// counts) and returns the worker to `idle`.
 #[utoipa::path(
     post, path = "/workers/{id}/restart", tag = "workers",
-    params(("id" = String, Path, description = "Worker id")),
+    params(("id" = Name, Path, description = "Worker id")),
     responses(
         (status = 200, description = "Restarted", body = Restarted),
         (status = 404, description = "No such worker", body = super::ErrorEnvelope),
@@ -95,7 +97,7 @@ struct Restarted {
 )]
 async fn restart_worker(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
     let worker = app.workers.get(&id)?;
     let requeued_tasks = app.tasks.restart_worker(&id).await;

@@ -4,14 +4,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, created, ok};
+use super::error::{ApiError, created, ok};
+use super::extract::{ApiJson, ApiPath};
 use crate::App;
+use crate::names::Name;
 use crate::tasks::{NewTask, Priority, Task, TaskStatus};
 use crate::workflows::{NewWorkflow, Workflow};
 
@@ -35,7 +37,7 @@ async fn list_workflows(State(app): State<Arc<App>>) -> Response {
 /// One workflow.
 #[utoipa::path(
     get, path = "/workflows/{name}", tag = "workflows",
-    params(("name" = String, Path, description = "Workflow name")),
+    params(("name" = Name, Path, description = "Workflow name")),
     responses(
         (status = 200, description = "`data` is the workflow", body = Workflow),
         (status = 404, description = "No such workflow", body = super::ErrorEnvelope),
@@ -43,7 +45,7 @@ async fn list_workflows(State(app): State<Arc<App>>) -> Response {
 )]
 async fn get_workflow(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
     Ok(ok(app.workflows.get(&name)?))
 }
@@ -66,7 +68,7 @@ async fn define_workflow(
 }
 
 /// What `POST /workflows/{name}/execute` takes.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ExecuteRequest {
     /// Input of the execution; steps read it as `$.data`.
@@ -106,7 +108,7 @@ impl Execution {
 /// steps.
 #[utoipa::path(
     post, path = "/workflows/{name}/execute", tag = "workflows",
-    params(("name" = String, Path, description = "Workflow name")),
+    params(("name" = Name, Path, description = "Workflow name")),
     request_body = ExecuteRequest,
     responses(
         (status = 201, description = "Queued; `data` is the execution", body = Execution),
@@ -115,7 +117,7 @@ impl Execution {
 )]
 async fn execute_workflow(
     State(app): State<Arc<App>>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<Name>,
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
     let workflow = app.workflows.get(&name)?;
@@ -125,11 +127,11 @@ async fn execute_workflow(
             kind: workflow.worker_type,
             priority: request.priority,
             data: request.data,
-            workflow: Some(workflow.name),
+            workflow: Some(name),
             capability: None,
             deadline: None,
             max_attempts: None,
-            team: Some(workflow.team),
+            team: Name::parse(&workflow.team).ok(),
         })
         .await?;
     Ok(created(Execution::of(task)))
@@ -139,8 +141,8 @@ async fn execute_workflow(
 #[utoipa::path(
     get, path = "/workflows/{name}/executions/{id}", tag = "workflows",
     params(
-        ("name" = String, Path, description = "Workflow name"),
-        ("id" = String, Path, description = "Execution id"),
+        ("name" = Name, Path, description = "Workflow name"),
+        ("id" = Name, Path, description = "Execution id"),
     ),
     responses(
         (status = 200, description = "`data` is the execution", body = Execution),
@@ -149,7 +151,7 @@ async fn execute_workflow(
 )]
 async fn get_execution(
     State(app): State<Arc<App>>,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(Name, Name)>,
 ) -> Result<Response, ApiError> {
     let task = app.tasks.get(&id)?;
     if task.workflow.as_deref() != Some(name.as_str()) {

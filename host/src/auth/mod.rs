@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::digest::{random_hex, sha256_hex};
-use crate::plugins::manifest::is_identifier;
+use crate::names::Name;
 use crate::store::{Batch, Store, StoreError, Table};
 
 const TOKENS: &str = "api_tokens";
@@ -98,10 +98,11 @@ pub struct Tokens {
 
 impl Tokens {
     /// Loads the tokens kept in `store`.
-    pub fn open(store: &Store) -> Result<Self, StoreError> {
+    pub async fn open(store: &Store) -> Result<Self, StoreError> {
         let table: Table<Token> = store.table(TOKENS);
         let by_secret = table
-            .list()?
+            .load()
+            .await?
             .into_iter()
             .map(|token| (token.secret_sha256.clone(), token))
             .collect();
@@ -121,7 +122,7 @@ impl Tokens {
     pub async fn create(
         &self,
         role: Role,
-        team: Option<String>,
+        team: Option<Name>,
     ) -> Result<(Token, String), TokenError> {
         match (role, &team) {
             (Role::Team, None) => {
@@ -132,18 +133,13 @@ impl Tokens {
                     "an admin token acts for every team; leave `team` out".into(),
                 ));
             }
-            (Role::Team, Some(team)) if !is_identifier(team) => {
-                return Err(TokenError::Invalid(format!(
-                    "team {team:?} must be 1 to 64 characters of a-z, 0-9, `_` or `-`"
-                )));
-            }
             _ => {}
         }
         let secret = format!("aat_{}", random_hex(24));
         let token = Token {
             id: format!("tok_{}", random_hex(8)),
             role,
-            team,
+            team: team.map(String::from),
             created_at: Timestamp::now(),
             secret_sha256: sha256_hex(secret.as_bytes()),
         };

@@ -15,6 +15,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
+use crate::names::Name;
+
 /// The file that describes a plugin.
 pub const MANIFEST_FILE: &str = "plugin.toml";
 
@@ -59,16 +61,41 @@ pub fn plugin_dirs(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The `(team, name)` whose folder `path` is in or is, if any.
-pub fn owner_of(root: &Path, path: &Path) -> Option<(String, String)> {
+/// The `(team, name)` whose folder `path` is in or is, if any. Folders
+/// whose names are not valid [`Name`]s belong to no plugin and are ignored.
+pub fn owner_of(root: &Path, path: &Path) -> Option<(Name, Name)> {
     let mut parts = path.strip_prefix(root).ok()?.components();
     let mut next = || match parts.next() {
-        Some(Component::Normal(part)) if !is_scratch(part) => {
-            Some(part.to_string_lossy().into_owned())
-        }
+        Some(Component::Normal(part)) if !is_scratch(part) => Name::parse(part.to_str()?).ok(),
         _ => None,
     };
     Some((next()?, next()?))
+}
+
+/// The folder of plugin `team/name` under `root`. Built only from
+/// validated names, and checked once more to lie exactly two levels under
+/// `root`: every path this module writes or deletes comes from here.
+pub fn plugin_dir(root: &Path, team: &Name, name: &Name) -> io::Result<PathBuf> {
+    let dir = root.join(team.as_str()).join(name.as_str());
+    let inside = dir.strip_prefix(root).is_ok_and(|rest| {
+        let parts: Vec<Component> = rest.components().collect();
+        parts.len() == 2
+            && parts
+                .iter()
+                .all(|part| matches!(part, Component::Normal(_)))
+    });
+    if inside {
+        Ok(dir)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a plugin folder under {}",
+                dir.display(),
+                root.display()
+            ),
+        ))
+    }
 }
 
 /// Reads `plugin.toml` and the one `.wasm` file of a plugin folder.
@@ -101,8 +128,9 @@ pub fn read(dir: &Path) -> Result<PluginFiles, FolderError> {
 
 /// Replaces (or creates) `<root>/<team>/<name>/` with `files`, durably:
 /// when this returns, the new folder survives a crash.
-pub fn write(root: &Path, team: &str, name: &str, files: &PluginFiles) -> io::Result<PathBuf> {
-    let team_dir = root.join(team);
+pub fn write(root: &Path, team: &Name, name: &Name, files: &PluginFiles) -> io::Result<PathBuf> {
+    let target = plugin_dir(root, team, name)?;
+    let team_dir = root.join(team.as_str());
     create_dir_durably(&team_dir)?;
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.staging-"))
@@ -114,7 +142,6 @@ pub fn write(root: &Path, team: &str, name: &str, files: &PluginFiles) -> io::Re
     write_synced(&staging.path().join(format!("{name}.wasm")), &files.wasm)?;
     sync_dir(staging.path())?;
 
-    let target = team_dir.join(name);
     let old = team_dir.join(format!(".{name}.old"));
     if old.exists() {
         fs::remove_dir_all(&old)?;
@@ -129,9 +156,9 @@ pub fn write(root: &Path, team: &str, name: &str, files: &PluginFiles) -> io::Re
 }
 
 /// Removes `<root>/<team>/<name>/` durably. Returns whether it existed.
-pub fn remove(root: &Path, team: &str, name: &str) -> io::Result<bool> {
-    let team_dir = root.join(team);
-    let target = team_dir.join(name);
+pub fn remove(root: &Path, team: &Name, name: &Name) -> io::Result<bool> {
+    let target = plugin_dir(root, team, name)?;
+    let team_dir = root.join(team.as_str());
     if !target.exists() {
         return Ok(false);
     }
@@ -202,6 +229,10 @@ fn create_dir_durably(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn n(text: &'static str) -> Name {
+        Name::from_static(text)
+    }
+
     fn files(version: &str) -> PluginFiles {
         PluginFiles {
             manifest: format!("version = \"{version}\""),
@@ -212,8 +243,8 @@ mod tests {
     #[test]
     fn write_replaces_the_folder_whole() {
         let root = tempfile::tempdir().unwrap();
-        write(root.path(), "ops", "probe", &files("1")).unwrap();
-        let dir = write(root.path(), "ops", "probe", &files("2")).unwrap();
+        write(root.path(), &n("ops"), &n("probe"), &files("1")).unwrap();
+        let dir = write(root.path(), &n("ops"), &n("probe"), &files("2")).unwrap();
         let read_back = read(&dir).unwrap();
         assert_eq!(read_back.manifest, "version = \"2\"");
         assert_eq!(read_back.wasm, b"2");
@@ -223,7 +254,7 @@ mod tests {
     #[test]
     fn recover_restores_an_interrupted_replacement() {
         let root = tempfile::tempdir().unwrap();
-        let dir = write(root.path(), "ops", "probe", &files("1")).unwrap();
+        let dir = write(root.path(), &n("ops"), &n("probe"), &files("1")).unwrap();
         // A crash between renaming the old folder away and the new one in.
         fs::rename(&dir, root.path().join("ops/.probe.old")).unwrap();
         fs::create_dir(root.path().join("ops/.probe.staging-x")).unwrap();
@@ -236,9 +267,9 @@ mod tests {
     #[test]
     fn remove_deletes_and_reports() {
         let root = tempfile::tempdir().unwrap();
-        write(root.path(), "ops", "probe", &files("1")).unwrap();
-        assert!(remove(root.path(), "ops", "probe").unwrap());
-        assert!(!remove(root.path(), "ops", "probe").unwrap());
+        write(root.path(), &n("ops"), &n("probe"), &files("1")).unwrap();
+        assert!(remove(root.path(), &n("ops"), &n("probe")).unwrap());
+        assert!(!remove(root.path(), &n("ops"), &n("probe")).unwrap());
         assert!(plugin_dirs(root.path()).is_empty());
     }
 
@@ -247,7 +278,11 @@ mod tests {
         let root = Path::new("/data/plugins");
         assert_eq!(
             owner_of(root, Path::new("/data/plugins/ops/probe/plugin.toml")),
-            Some(("ops".into(), "probe".into()))
+            Some((n("ops"), n("probe")))
+        );
+        assert_eq!(
+            owner_of(root, Path::new("/data/plugins/ops/bad.name/x")),
+            None
         );
         assert_eq!(
             owner_of(root, Path::new("/data/plugins/ops/.probe.old/x")),

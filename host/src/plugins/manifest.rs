@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::{NAME_RULE, is_name};
+
 /// The three plugin kinds, one WIT world each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -195,11 +197,11 @@ impl Manifest {
                 message: message.to_owned(),
             })
         };
-        if !is_identifier(&self.name) {
-            return invalid("name", IDENTIFIER_RULE);
+        if !is_name(&self.name) {
+            return invalid("name", NAME_RULE);
         }
-        if !is_identifier(&self.team) {
-            return invalid("team", IDENTIFIER_RULE);
+        if !is_name(&self.team) {
+            return invalid("team", NAME_RULE);
         }
         if semver::Version::parse(&self.version).is_err() {
             return invalid("version", "must be a semantic version such as 1.2.3");
@@ -215,10 +217,10 @@ impl Manifest {
             }
             _ => {}
         }
-        if let Some(bad) = self.capabilities.iter().find(|c| !is_identifier(c)) {
+        if let Some(bad) = self.capabilities.iter().find(|c| !is_name(c)) {
             return Err(ManifestError::Invalid {
                 field: "capabilities",
-                message: format!("has {bad:?}, which {IDENTIFIER_RULE}"),
+                message: format!("has {bad:?}; {NAME_RULE}"),
             });
         }
         if let Some(key) = self
@@ -326,16 +328,6 @@ impl Manifest {
     }
 }
 
-const IDENTIFIER_RULE: &str = "must be 1 to 64 characters of lower-case letters, digits, `_` or `-`, starting with a letter or digit";
-
-/// Names of teams, plugins and capabilities: safe in paths, keys and URLs.
-pub fn is_identifier(text: &str) -> bool {
-    let mut chars = text.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && text.len() <= 64
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
 fn config_text(value: &toml::Value) -> Option<String> {
     match value {
         toml::Value::String(text) => Some(text.clone()),
@@ -374,7 +366,7 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (MINIMAL.replace("0.1.0", "one"), "version"),
-            (MINIMAL.replace("\"core\"", "\"Core\""), "team"),
+            (MINIMAL.replace("\"core\"", "\"co re\""), "team"),
             (
                 format!("{MINIMAL}\n[limits]\nmemory-mib = 0"),
                 "limits.memory-mib",

@@ -32,6 +32,7 @@ use artifacts::{ArtifactCache, Origin};
 use folder::PluginFiles;
 
 use crate::clock::Timestamp;
+use crate::names::Name;
 use crate::store::Store;
 
 pub use host_api::HostContext;
@@ -268,7 +269,31 @@ pub struct Uploaded {
     pub replaced: bool,
 }
 
+/// `(team, name)`; built only from validated [`Name`]s.
 type PluginKey = (String, String);
+
+fn key_of(team: &Name, name: &Name) -> PluginKey {
+    (team.to_string(), name.to_string())
+}
+
+/// One plugin's turn to change; see [`Plugins::turn`].
+struct Turn<'a> {
+    turns: &'a Mutex<HashMap<PluginKey, Arc<tokio::sync::Mutex<()>>>>,
+    key: PluginKey,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut turns = self.turns.lock().expect("plugin turns poisoned");
+        // The map's handle and ours: nobody else holds or waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            turns.remove(&self.key);
+        }
+    }
+}
 
 /// Who a call is made for, beyond the plugin itself.
 #[derive(Debug, Clone, Default)]
@@ -386,28 +411,40 @@ impl Plugins {
         errors
     }
 
-    async fn turn(&self, key: &PluginKey) -> tokio::sync::OwnedMutexGuard<()> {
-        let turn = self
+    /// Waits for `key`'s turn. The turn's entry in the map lives only while
+    /// someone holds or waits for it, so the map stays as small as the
+    /// changes under way.
+    async fn turn(&self, key: &PluginKey) -> Turn<'_> {
+        let lock = self
             .turns
             .lock()
             .expect("plugin turns poisoned")
             .entry(key.clone())
             .or_default()
             .clone();
-        turn.lock_owned().await
+        let guard = lock.clone().lock_owned().await;
+        Turn {
+            turns: &self.turns,
+            key: key.clone(),
+            lock,
+            guard: Some(guard),
+        }
     }
 
     /// Makes the plugin serve what its folder holds: loads a new or changed
     /// folder, removes the plugin of a folder that is gone, and leaves an
     /// unchanged one alone. A folder that fails to load is logged and
     /// recorded; the version already serving, if any, goes on serving.
-    pub async fn sync_folder(&self, team: &str, name: &str) -> Result<FolderSync, LoadError> {
+    pub async fn sync_folder(&self, team: &Name, name: &Name) -> Result<FolderSync, LoadError> {
         let Some(root) = self.folders.clone() else {
             return Ok(FolderSync::Absent);
         };
-        let key = (team.to_owned(), name.to_owned());
+        let key = key_of(team, name);
         let _turn = self.turn(&key).await;
-        let dir = root.join(team).join(name);
+        let dir = folder::plugin_dir(&root, team, name).map_err(|err| LoadError::Io {
+            path: root.clone(),
+            message: err.to_string(),
+        })?;
         let source = PluginSource::Directory {
             path: dir.display().to_string(),
         };
@@ -465,8 +502,8 @@ impl Plugins {
     /// prepares it.
     async fn place_and_prepare(
         &self,
-        team: &str,
-        name: &str,
+        team: &Name,
+        name: &Name,
         files: PluginFiles,
         wasm_sha256: String,
         source: PluginSource,
@@ -477,7 +514,7 @@ impl Plugins {
         if team == CORE_TEAM {
             return refuse(reserved_team());
         }
-        if manifest.team != team || manifest.name != name {
+        if manifest.team != team.as_str() || manifest.name != name.as_str() {
             return refuse(LoadError::Mismatch(format!(
                 "plugin.toml names {}/{}, but the plugin is placed as {team}/{name}",
                 manifest.team, manifest.name
@@ -495,8 +532,8 @@ impl Plugins {
     /// logged and recorded on the plugin.
     pub async fn upload(
         &self,
-        team: &str,
-        name: &str,
+        team: &Name,
+        name: &Name,
         manifest_text: String,
         wasm: Vec<u8>,
     ) -> Result<Uploaded, LoadError> {
@@ -506,18 +543,22 @@ impl Plugins {
         if team == CORE_TEAM {
             // Refused before it touches anything: there is no plugin of
             // `core` to record the failure on.
-            tracing::error!(
-                team,
-                plugin = name,
+            tracing::warn!(
+                team = %team,
+                plugin = %name,
                 "plugin upload refused: team is reserved"
             );
             return Err(reserved_team());
         }
-        let key = (team.to_owned(), name.to_owned());
+        let dir = folder::plugin_dir(&root, team, name).map_err(|err| LoadError::Io {
+            path: root.clone(),
+            message: err.to_string(),
+        })?;
+        let key = key_of(team, name);
         let _turn = self.turn(&key).await;
         let wasm_sha256 = sha256_hex(&wasm);
         let source = PluginSource::Directory {
-            path: root.join(team).join(name).display().to_string(),
+            path: dir.display().to_string(),
         };
         let files = PluginFiles {
             manifest: manifest_text,
@@ -533,7 +574,7 @@ impl Plugins {
                 Err(err) => Err((
                     Some(ready.manifest_arc()),
                     LoadError::Io {
-                        path: root.join(team).join(name),
+                        path: dir.clone(),
                         message: err.to_string(),
                     },
                 )),
@@ -553,8 +594,14 @@ impl Plugins {
                 })
             }
             Err((manifest, err)) => {
-                tracing::error!(team = %team, plugin = %name, error = %err, "plugin upload refused; the serving version, if any, is unchanged");
-                self.record_failure(&key, manifest, &err, source, content);
+                // The client's mistake (a bad component or manifest) is a
+                // WARN; a failure of the host's own (the disk) is an ERROR.
+                if matches!(err, LoadError::Io { .. }) {
+                    tracing::error!(team = %team, plugin = %name, error = %err, "plugin upload failed; the serving version, if any, is unchanged");
+                } else {
+                    tracing::warn!(team = %team, plugin = %name, error = %err, "plugin upload refused; the serving version, if any, is unchanged");
+                }
+                self.note_failure(&key, manifest, &err, source, content);
                 Err(err)
             }
         }
@@ -562,12 +609,12 @@ impl Plugins {
 
     /// Stops serving a team's plugin and deletes its folder. Calls in flight
     /// finish on the version they started with.
-    pub async fn remove(&self, team: &str, name: &str) -> Result<PluginInfo, RemoveError> {
-        let key = (team.to_owned(), name.to_owned());
+    pub async fn remove(&self, team: &Name, name: &Name) -> Result<PluginInfo, RemoveError> {
+        let key = key_of(team, name);
         let _turn = self.turn(&key).await;
         let info = self.get(team, name).ok_or_else(|| RemoveError::NotFound {
-            team: team.to_owned(),
-            name: name.to_owned(),
+            team: team.to_string(),
+            name: name.to_string(),
         })?;
         if matches!(info.source, PluginSource::Bundled) {
             return Err(RemoveError::Forbidden(format!(
@@ -605,6 +652,8 @@ impl Plugins {
         served || failed
     }
 
+    /// Logs a folder that failed to load (an ERROR: what an operator placed
+    /// does not serve) and records it.
     fn record_failure(
         &self,
         key: &PluginKey,
@@ -614,6 +663,18 @@ impl Plugins {
         content: Option<(String, String)>,
     ) {
         tracing::error!(team = %key.0, plugin = %key.1, error = %err, "plugin failed to load");
+        self.note_failure(key, manifest, err, source, content);
+    }
+
+    /// Records a failed load or upload as the plugin's `lastError`.
+    fn note_failure(
+        &self,
+        key: &PluginKey,
+        manifest: Option<Arc<Manifest>>,
+        err: &LoadError,
+        source: PluginSource,
+        content: Option<(String, String)>,
+    ) {
         self.failed
             .write()
             .expect("plugin registry poisoned")
@@ -830,47 +891,48 @@ impl Plugins {
     }
 
     /// Names of a team's plugins, serving or failed.
-    pub fn names_of(&self, team: &str) -> Vec<String> {
+    pub fn names_of(&self, team: &Name) -> Vec<Name> {
         self.list(Some(team))
             .into_iter()
-            .map(|info| info.name)
+            .filter_map(|info| Name::parse(&info.name).ok())
             .collect()
     }
 
     /// One plugin of a team.
-    pub fn get(&self, team: &str, name: &str) -> Option<PluginInfo> {
+    pub fn get(&self, team: &Name, name: &Name) -> Option<PluginInfo> {
         self.list(Some(team))
             .into_iter()
-            .find(|info| info.name == name)
+            .find(|info| info.name == name.as_str())
     }
 
     /// The plugin of `team` (or of the bundled `core` team) that offers
     /// `capability`, as `(team, name, version)`.
-    pub fn resolve_capability(
-        &self,
-        team: &str,
-        capability: &str,
-    ) -> Option<(String, String, String)> {
+    pub fn resolve_capability(&self, team: &str, capability: &str) -> Option<(Name, Name, String)> {
         let loaded = self.loaded.read().expect("plugin registry poisoned");
         [team, CORE_TEAM].into_iter().find_map(|owner| {
-            loaded
+            let ((t, n), plugin) = loaded
                 .range((owner.to_owned(), String::new())..)
                 .take_while(|((t, _), _)| t == owner)
-                .find(|(_, plugin)| plugin.capabilities.iter().any(|c| c.name == capability))
-                .map(|((t, n), plugin)| (t.clone(), n.clone(), plugin.manifest.version.clone()))
+                .find(|(_, plugin)| plugin.capabilities.iter().any(|c| c.name == capability))?;
+            // Keys are made from names, so these parse.
+            Some((
+                Name::parse(t).ok()?,
+                Name::parse(n).ok()?,
+                plugin.manifest.version.clone(),
+            ))
         })
     }
 
     /// Runs one capability of a team's plugin on JSON input.
     pub async fn invoke(
         &self,
-        team: &str,
-        name: &str,
+        team: &Name,
+        name: &Name,
         capability: &str,
         input: &serde_json::Value,
         caller: Caller,
     ) -> Result<serde_json::Value, InvokeError> {
-        let key = (team.to_owned(), name.to_owned());
+        let key = key_of(team, name);
         let plugin = self
             .loaded
             .read()
@@ -878,8 +940,8 @@ impl Plugins {
             .get(&key)
             .cloned()
             .ok_or_else(|| InvokeError::NotFound {
-                team: team.to_owned(),
-                name: name.to_owned(),
+                team: team.to_string(),
+                name: name.to_string(),
             })?;
         if !plugin.capabilities.iter().any(|c| c.name == capability) {
             return Err(InvokeError::UnknownCapability {

@@ -17,6 +17,7 @@ use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use tokio::sync::mpsc;
 
 use super::{Plugins, folder};
+use crate::names::Name;
 
 /// How long the folder must stay quiet before a change is loaded.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -29,8 +30,8 @@ pub struct FolderWatcher {
 /// A plugin folder, or a whole team's folder, that changed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Touched {
-    Plugin(String, String),
-    Team(String),
+    Plugin(Name, Name),
+    Team(Name),
 }
 
 fn touched(root: &Path, path: &Path) -> Option<Touched> {
@@ -39,8 +40,8 @@ fn touched(root: &Path, path: &Path) -> Option<Touched> {
     }
     let mut parts = path.strip_prefix(root).ok()?.components();
     match (parts.next(), parts.next()) {
-        (Some(Component::Normal(team)), None) if !team.to_string_lossy().starts_with('.') => {
-            Some(Touched::Team(team.to_string_lossy().into_owned()))
+        (Some(Component::Normal(team)), None) => {
+            Some(Touched::Team(Name::parse(team.to_str()?).ok()?))
         }
         _ => None,
     }
@@ -55,6 +56,9 @@ impl FolderWatcher {
             return Ok(None);
         };
         std::fs::create_dir_all(&root).map_err(notify::Error::io)?;
+        // Events carry absolute paths; compare them with an absolute root,
+        // or a relative data dir (the default `./data`) would match nothing.
+        let root = std::fs::canonicalize(&root).map_err(notify::Error::io)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let event_root = root.clone();
         let mut debouncer =
@@ -123,11 +127,14 @@ mod tests {
         let root = Path::new("/d/plugins");
         assert_eq!(
             touched(root, Path::new("/d/plugins/ops/probe/probe.wasm")),
-            Some(Touched::Plugin("ops".into(), "probe".into()))
+            Some(Touched::Plugin(
+                Name::from_static("ops"),
+                Name::from_static("probe")
+            ))
         );
         assert_eq!(
             touched(root, Path::new("/d/plugins/ops")),
-            Some(Touched::Team("ops".into()))
+            Some(Touched::Team(Name::from_static("ops")))
         );
         assert_eq!(touched(root, Path::new("/d/plugins/ops/.probe.old")), None);
         assert_eq!(touched(root, Path::new("/d/plugins")), None);

@@ -167,6 +167,10 @@ impl Store {
     }
 }
 
+/// The table that keeps records set aside by [`Table::load`] because they
+/// could not be decoded.
+pub const SET_ASIDE: &str = "set_aside";
+
 /// A named collection of `T` records, stored as JSON.
 pub struct Table<T> {
     backend: Arc<dyn Backend>,
@@ -198,18 +202,63 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             .transpose()
     }
 
-    /// Reads every record, in key order.
+    /// Reads every record, in key order. A record that does not decode is
+    /// left out and logged (see [`Table::load`]).
     pub fn list(&self) -> Result<Vec<T>, StoreError> {
         self.scan("")
     }
 
-    /// Reads every record whose key starts with `prefix`, in key order.
+    /// Reads every record whose key starts with `prefix`, in key order. A
+    /// record that does not decode is left out and logged, so one bad record
+    /// never fails a whole list.
     pub fn scan(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
-        self.backend
-            .scan(self.name, prefix)?
-            .into_iter()
-            .map(|(key, bytes)| self.decode(&key, &bytes))
-            .collect()
+        Ok(self.scan_sorting(prefix)?.0)
+    }
+
+    /// Decodes a scan: the good records, and the raw corrupt ones.
+    #[allow(clippy::type_complexity)]
+    fn scan_sorting(&self, prefix: &str) -> Result<(Vec<T>, Vec<(String, Vec<u8>)>), StoreError> {
+        let mut good = Vec::new();
+        let mut corrupt = Vec::new();
+        for (key, bytes) in self.backend.scan(self.name, prefix)? {
+            match self.decode(&key, &bytes) {
+                Ok(record) => good.push(record),
+                Err(err) => {
+                    tracing::error!(table = self.name, key = %key, error = %err, "stored record does not decode; left out");
+                    corrupt.push((key, bytes));
+                }
+            }
+        }
+        Ok((good, corrupt))
+    }
+
+    /// Reads every record to load a module's state at start. A record that
+    /// does not decode is set aside, atomically moved to the
+    /// [`SET_ASIDE`] table under `<table>/<key>` with its bytes intact and
+    /// named in the log, so that it can neither stop the host from starting
+    /// nor fail a later list, and an operator can still inspect it.
+    pub async fn load(&self) -> Result<Vec<T>, StoreError> {
+        let (good, corrupt) = self.scan_sorting("")?;
+        if corrupt.is_empty() {
+            return Ok(good);
+        }
+        let mut batch = Batch::new();
+        for (key, bytes) in corrupt {
+            tracing::error!(
+                table = self.name,
+                key = %key,
+                set_aside = %format!("{SET_ASIDE}/{}/{key}", self.name),
+                "a stored record could not be decoded and was set aside"
+            );
+            batch.push(Op::Put {
+                table: SET_ASIDE,
+                key: format!("{}/{key}", self.name),
+                value: bytes,
+            });
+            batch.push(self.delete_op(&key));
+        }
+        self.backend.write(batch).await?;
+        Ok(good)
     }
 
     /// Counts the records.

@@ -249,6 +249,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_that_does_not_decode_is_set_aside_not_fatal() {
+        let (_dir, store) = open();
+        let table = store.table::<crate::clock::Timestamp>("stamps");
+        table
+            .put("good", &crate::clock::Timestamp::EARLIEST)
+            .await
+            .unwrap();
+        // What an older build could write: a year the format cannot read.
+        let mut batch = Batch::new();
+        batch.push(
+            store
+                .raw_table("stamps")
+                .put_op("bad", b"\"-0001-12-31T23:59:00.000Z\"".to_vec()),
+        );
+        store.write(batch).await.unwrap();
+        // A list leaves it out instead of failing whole.
+        assert_eq!(table.list().unwrap().len(), 1);
+        // Loading sets it aside, bytes intact, and it is gone from the table.
+        assert_eq!(table.load().await.unwrap().len(), 1);
+        assert!(store.raw_table("stamps").get("bad").unwrap().is_none());
+        let kept = store
+            .raw_table(crate::store::SET_ASIDE)
+            .get("stamps/bad")
+            .unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"\"-0001-12-31T23:59:00.000Z\""[..]));
+    }
+
+    #[tokio::test]
     async fn insert_refuses_a_taken_key_and_writes_nothing() {
         let (_dir, store) = open();
         let table = store.table::<String>("things");

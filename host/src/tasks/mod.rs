@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::clock::Timestamp;
+use crate::names::Name;
 use crate::store::StoreError;
 
 pub use scheduler::{TaskCounts, Tasks};
@@ -86,12 +87,12 @@ impl TaskStatus {
 }
 
 /// A task submission, as `POST /tasks` takes it.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTask {
     /// Task type; only workers of this type take it.
     #[serde(rename = "type")]
-    #[schema(example = "TODO")]
+    #[schema(example = "TODO", min_length = 1, max_length = 128)]
     pub kind: String,
     /// `critical`, `high`, `medium` (default) or `low`.
     pub priority: Option<Priority>,
@@ -101,18 +102,19 @@ pub struct NewTask {
     pub data: Value,
     /// Workflow to run (one of `workflow` and `capability` is required).
     #[schema(example = "TODO_WORKFLOW")]
-    pub workflow: Option<String>,
+    pub workflow: Option<Name>,
     /// Capability to run.
-    pub capability: Option<String>,
+    pub capability: Option<Name>,
     /// When the task must be done by: a date (end of that day, UTC) or an
     /// RFC 3339 timestamp.
     #[serde(default, deserialize_with = "deadline")]
     #[schema(value_type = Option<String>, example = "2025-10-10")]
     pub deadline: Option<Timestamp>,
     /// Attempts before it fails for good (default 3).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Team whose plugins serve it; `default` when absent.
-    pub team: Option<String>,
+    pub team: Option<Name>,
 }
 
 fn deadline<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {

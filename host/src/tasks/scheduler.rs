@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 
 use super::{NewTask, Priority, Task, TaskError, TaskPage, TaskQuery, TaskStatus};
 use crate::clock::Timestamp;
-use crate::plugins::manifest::is_identifier;
+use crate::names::DEFAULT_TEAM;
 use crate::plugins::{Caller, Plugins};
 use crate::store::{Batch, Store, Table};
 use crate::workers::{Worker, WorkerStatus, Workers};
@@ -142,7 +142,7 @@ impl Tasks {
         let mut queue = Queue::default();
         let (mut total, mut succeeded, mut failed) = (0, 0, 0);
         let mut requeued = Batch::new();
-        for mut task in table.list()? {
+        for mut task in table.load().await? {
             total += 1;
             match task.status {
                 TaskStatus::Succeeded => succeeded += 1,
@@ -196,9 +196,11 @@ impl Tasks {
             kind: new.kind,
             priority: new.priority.unwrap_or(Priority::Medium),
             data: new.data,
-            workflow: new.workflow,
-            capability: new.capability,
-            team: new.team.unwrap_or_else(|| "default".to_owned()),
+            workflow: new.workflow.map(String::from),
+            capability: new.capability.map(String::from),
+            team: new
+                .team
+                .map_or_else(|| DEFAULT_TEAM.to_owned(), String::from),
             deadline: new.deadline,
             attempts: 0,
             max_attempts: new.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
@@ -246,26 +248,12 @@ impl Tasks {
                     return invalid("workflow", format!("{name:?} is not a defined workflow"));
                 }
             }
-            (None, Some(capability)) if !is_identifier(capability) => {
-                return invalid(
-                    "capability",
-                    format!("{capability:?} is not a capability name"),
-                );
-            }
             (None, Some(_)) => {}
         }
         if let Some(max) = new.max_attempts
             && !(1..=100).contains(&max)
         {
             return invalid("maxAttempts", "must be 1 to 100".into());
-        }
-        if let Some(team) = &new.team
-            && !is_identifier(team)
-        {
-            return invalid(
-                "team",
-                "must be 1 to 64 lower-case letters, digits, `_` or `-`".into(),
-            );
         }
         Ok(())
     }
@@ -703,8 +691,8 @@ impl Tasks {
                 .await
                 .map_err(|err| format!("step {:?}: {err}", step.name))?;
             tracing::info!(task_id = %task.id, worker_id = %worker.id, workflow = %name, step = %step.name, "workflow step done");
-            context["steps"][&step.name] = output.clone();
-            outputs.insert(step.name.clone(), output);
+            context["steps"][step.name.as_str()] = output.clone();
+            outputs.insert(step.name.to_string(), output);
         }
         Ok(json!({"workflow": name, "steps": outputs}))
     }

@@ -9,8 +9,8 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::names::{DEFAULT_TEAM, Name};
 use crate::plugins::Plugins;
-use crate::plugins::manifest::is_identifier;
 use crate::store::{Op, Store, StoreError, Table};
 
 const WORKERS: &str = "workers";
@@ -34,24 +34,26 @@ pub enum WorkerStatus {
 }
 
 /// A registration request, as `POST /workers` takes it.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewWorker {
     /// Unique id, e.g. `TODO_WORKER_001`.
     #[schema(example = "TODO_WORKER_001")]
-    pub id: String,
+    pub id: Name,
     /// Human-readable name.
-    #[schema(example = "TODO 관리 워커")]
+    #[schema(example = "TODO 관리 워커", min_length = 1, max_length = 128)]
     pub name: String,
     /// Worker type; tasks of the same type go to it.
     #[serde(rename = "type")]
-    #[schema(example = "TODO")]
+    #[schema(example = "TODO", min_length = 1, max_length = 128)]
     pub kind: String,
     /// Capabilities the worker has, e.g. `task_creation`.
-    pub capabilities: Vec<String>,
+    #[schema(min_items = 1)]
+    pub capabilities: Vec<Name>,
     /// Owning team; `default` when absent.
-    pub team: Option<String>,
+    pub team: Option<Name>,
     /// Tasks it may run at once; 1 when absent.
+    #[schema(minimum = 1, maximum = 1024)]
     pub concurrency: Option<u32>,
 }
 
@@ -142,10 +144,11 @@ pub struct Workers {
 
 impl Workers {
     /// The registry kept in `store`.
-    pub fn open(store: &Store) -> Result<Self, WorkerError> {
+    pub async fn open(store: &Store) -> Result<Self, WorkerError> {
         let table: Table<Worker> = store.table(WORKERS);
         let cache = table
-            .list()
+            .load()
+            .await
             .map_err(WorkerError::Store)?
             .into_iter()
             .map(|worker| (worker.id.clone(), worker))
@@ -161,11 +164,13 @@ impl Workers {
         validate(&new)?;
         let now = Timestamp::now();
         let worker = Worker {
-            id: new.id,
+            id: new.id.into(),
             name: new.name,
             kind: new.kind,
-            capabilities: new.capabilities,
-            team: new.team.unwrap_or_else(|| "default".to_owned()),
+            capabilities: new.capabilities.into_iter().map(String::from).collect(),
+            team: new
+                .team
+                .map_or_else(|| DEFAULT_TEAM.to_owned(), String::from),
             concurrency: new.concurrency.unwrap_or(1),
             status: WorkerStatus::Idle,
             tasks_completed: 0,
@@ -290,18 +295,6 @@ fn validate(new: &NewWorker) -> Result<(), WorkerError> {
             message: message.to_owned(),
         })
     };
-    let id_ok = !new.id.is_empty()
-        && new.id.len() <= MAX_TEXT
-        && new
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !id_ok {
-        return invalid(
-            "id",
-            "must be 1 to 128 characters of letters, digits, `_`, `-` or `.`",
-        );
-    }
     if new.name.trim().is_empty() || new.name.len() > MAX_TEXT {
         return invalid("name", "must be 1 to 128 characters");
     }
@@ -310,22 +303,6 @@ fn validate(new: &NewWorker) -> Result<(), WorkerError> {
     }
     if new.capabilities.is_empty() {
         return invalid("capabilities", "must list at least one capability");
-    }
-    if let Some(bad) = new.capabilities.iter().find(|c| !is_identifier(c)) {
-        return Err(WorkerError::Invalid {
-            field: "capabilities",
-            message: format!(
-                "has {bad:?}; a capability is 1 to 64 lower-case letters, digits, `_` or `-`"
-            ),
-        });
-    }
-    if let Some(team) = &new.team
-        && !is_identifier(team)
-    {
-        return invalid(
-            "team",
-            "must be 1 to 64 lower-case letters, digits, `_` or `-`",
-        );
     }
     if let Some(concurrency) = new.concurrency
         && !(1..=1024).contains(&concurrency)

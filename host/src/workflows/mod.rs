@@ -1,24 +1,27 @@
 //! Workflows: named sequences of steps, each calling one capability.
 //!
-//! A step's input is a JSON template. Any string in it that starts with `$`
-//! is a JSONPath query (RFC 9535, via `serde_json_path`) evaluated against
-//! the execution's context, `{"data": <execution data>, "steps": {<step
-//! name>: <its output>, ...}}`, and replaced by the value it selects (`null`
-//! when it selects nothing). A string that starts with `$$` stands for the
-//! literal text with one `$` removed. Everything else is copied as is.
+//! A step's input is a JSON template whose `$` strings are JSONPath queries
+//! into the execution's data and earlier steps' outputs; [`template`] says
+//! how, and bounds what a query may cost.
+
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use serde_json_path::JsonPath;
+
+pub use template::render;
 
 use crate::clock::Timestamp;
-use crate::plugins::manifest::is_identifier;
+use crate::names::{DEFAULT_TEAM, Name};
 use crate::store::{Store, StoreError, Table};
 
 const WORKFLOWS: &str = "workflows";
+
+/// Most steps one workflow may have.
+pub const MAX_STEPS: usize = 64;
 
 /// The workflow that ships with the host, backed by the bundled `todo`
 /// plugin.
@@ -30,9 +33,9 @@ pub const TODO_WORKFLOW: &str = "TODO_WORKFLOW";
 pub struct Step {
     /// Name, unique in the workflow; later steps read its output as
     /// `$.steps.<name>`.
-    pub name: String,
+    pub name: Name,
     /// Capability the step calls.
-    pub capability: String,
+    pub capability: Name,
     /// Input template.
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -44,15 +47,18 @@ pub struct Step {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewWorkflow {
     /// Unique name, e.g. `TODO_WORKFLOW`.
-    pub name: String,
+    pub name: Name,
     /// One line for operators.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: String,
     /// Type of worker that runs it.
+    #[schema(min_length = 1, max_length = 128)]
     pub worker_type: String,
     /// Owning team; `default` when absent.
-    pub team: Option<String>,
+    pub team: Option<Name>,
     /// The steps, run in order.
+    #[schema(min_items = 1, max_items = 64)]
     pub steps: Vec<Step>,
 }
 
@@ -79,7 +85,11 @@ pub struct Workflow {
 impl Workflow {
     /// The capabilities its steps call, without repeats.
     pub fn capabilities(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.steps.iter().map(|s| s.capability.clone()).collect();
+        let mut names: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| s.capability.to_string())
+            .collect();
         names.sort();
         names.dedup();
         names
@@ -116,10 +126,11 @@ pub struct Workflows {
 
 impl Workflows {
     /// Loads the stored workflows and adds the built-in ones.
-    pub fn open(store: &Store) -> Result<Self, WorkflowError> {
+    pub async fn open(store: &Store) -> Result<Self, WorkflowError> {
         let table: Table<Workflow> = store.table(WORKFLOWS);
         let mut cache: BTreeMap<String, Workflow> = table
-            .list()
+            .load()
+            .await
             .map_err(WorkflowError::Store)?
             .into_iter()
             .map(|w| (w.name.clone(), w))
@@ -157,13 +168,15 @@ impl Workflows {
     pub async fn define(&self, new: NewWorkflow) -> Result<Workflow, WorkflowError> {
         validate(&new)?;
         if self.get(&new.name).is_ok() {
-            return Err(WorkflowError::AlreadyExists(new.name));
+            return Err(WorkflowError::AlreadyExists(new.name.into()));
         }
         let workflow = Workflow {
-            name: new.name,
+            name: new.name.into(),
             description: new.description,
             worker_type: new.worker_type,
-            team: new.team.unwrap_or_else(|| "default".to_owned()),
+            team: new
+                .team
+                .map_or_else(|| DEFAULT_TEAM.to_owned(), String::from),
             steps: new.steps,
             built_in: false,
             created_at: Timestamp::now(),
@@ -190,11 +203,11 @@ fn built_in() -> Vec<Workflow> {
         description: "Creates a todo from the task data, assigns it, and reports its status"
             .to_owned(),
         worker_type: "TODO".to_owned(),
-        team: "default".to_owned(),
+        team: DEFAULT_TEAM.to_owned(),
         steps: vec![
             Step {
-                name: "create".to_owned(),
-                capability: "task_creation".to_owned(),
+                name: Name::from_static("create"),
+                capability: Name::from_static("task_creation"),
                 input: json!({
                     "title": "$.data.title",
                     "description": "$.data.description",
@@ -203,8 +216,8 @@ fn built_in() -> Vec<Workflow> {
                 }),
             },
             Step {
-                name: "assign".to_owned(),
-                capability: "task_assignment".to_owned(),
+                name: Name::from_static("assign"),
+                capability: Name::from_static("task_assignment"),
                 input: json!({
                     "todoId": "$.steps.create.todoId",
                     "assignee": "$.data.assignee",
@@ -212,8 +225,8 @@ fn built_in() -> Vec<Workflow> {
                 }),
             },
             Step {
-                name: "monitor".to_owned(),
-                capability: "task_monitoring".to_owned(),
+                name: Name::from_static("monitor"),
+                capability: Name::from_static("task_monitoring"),
                 input: json!({"todoId": "$.steps.create.todoId"}),
             },
         ],
@@ -224,94 +237,35 @@ fn built_in() -> Vec<Workflow> {
 
 fn validate(new: &NewWorkflow) -> Result<(), WorkflowError> {
     let invalid = |field, message: String| Err(WorkflowError::Invalid { field, message });
-    let name_ok = !new.name.is_empty()
-        && new.name.len() <= 128
-        && new
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !name_ok {
-        return invalid(
-            "name",
-            "must be 1 to 128 letters, digits, `_`, `-` or `.`".into(),
-        );
+    if new.worker_type.trim().is_empty() || new.worker_type.len() > 128 {
+        return invalid("workerType", "must be 1 to 128 characters".into());
     }
-    if new.worker_type.trim().is_empty() {
-        return invalid("workerType", "must not be empty".into());
+    if new.description.len() > 1024 {
+        return invalid("description", "must be at most 1024 bytes".into());
     }
-    if let Some(team) = &new.team
-        && !is_identifier(team)
-    {
-        return invalid(
-            "team",
-            "must be 1 to 64 lower-case letters, digits, `_` or `-`".into(),
-        );
-    }
-    if new.steps.is_empty() {
-        return invalid("steps", "must have at least one step".into());
+    if new.steps.is_empty() || new.steps.len() > MAX_STEPS {
+        return invalid("steps", format!("must have 1 to {MAX_STEPS} steps"));
     }
     let mut seen = Vec::new();
     for step in &new.steps {
-        if !is_identifier(&step.name) || seen.contains(&&step.name) {
+        if seen.contains(&&step.name) {
             return invalid(
                 "steps.name",
-                format!("{:?} must be a unique lower-case identifier", step.name),
+                format!(
+                    "{:?} names two steps; step names are unique",
+                    step.name.as_str()
+                ),
             );
         }
         seen.push(&step.name);
-        if !is_identifier(&step.capability) {
+        if let Err(err) = template::check(&step.input) {
             return invalid(
-                "steps.capability",
-                format!("{:?} is not a capability name", step.capability),
+                "steps.input",
+                format!("step {:?}: {err}", step.name.as_str()),
             );
-        }
-        if let Err(message) = check_template(&step.input) {
-            return invalid("steps.input", format!("step {:?}: {message}", step.name));
         }
     }
     Ok(())
-}
-
-/// Checks every query in a template parses.
-fn check_template(template: &Value) -> Result<(), String> {
-    match template {
-        Value::String(text) if text.starts_with('$') && !text.starts_with("$$") => {
-            JsonPath::parse(text)
-                .map(|_| ())
-                .map_err(|err| format!("{text:?}: {err}"))
-        }
-        Value::Array(items) => items.iter().try_for_each(check_template),
-        Value::Object(map) => map.values().try_for_each(check_template),
-        _ => Ok(()),
-    }
-}
-
-/// Builds a step's input from its template and the execution's context.
-pub fn render(template: &Value, context: &Value) -> Result<Value, String> {
-    Ok(match template {
-        Value::String(text) if text.starts_with("$$") => Value::String(text[1..].to_owned()),
-        Value::String(text) if text.starts_with('$') => {
-            let path = JsonPath::parse(text).map_err(|err| format!("{text:?}: {err}"))?;
-            path.query(context)
-                .at_most_one()
-                .ok()
-                .flatten()
-                .cloned()
-                .unwrap_or(Value::Null)
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|item| render(item, context))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, value)| Ok((key.clone(), render(value, context)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
 }
 
 #[cfg(test)]
@@ -319,40 +273,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_take_values_from_data_and_earlier_steps() {
-        let context = json!({
-            "data": {"title": "t", "n": 3, "tags": ["a"]},
-            "steps": {"create": {"todoId": "todo_1"}}
-        });
-        let template = json!({
-            "title": "$.data.title",
-            "n": "$.data.n",
-            "tags": "$.data.tags",
-            "id": "$.steps.create.todoId",
-            "missing": "$.data.nope",
-            "literal": "$$.not.a.query",
-            "plain": "text",
-            "nested": [{"x": "$.data.n"}]
-        });
-        assert_eq!(
-            render(&template, &context).unwrap(),
-            json!({
-                "title": "t", "n": 3, "tags": ["a"], "id": "todo_1", "missing": null,
-                "literal": "$.not.a.query", "plain": "text", "nested": [{"x": 3}]
-            })
-        );
-    }
-
-    #[test]
     fn a_bad_query_is_refused_when_the_workflow_is_defined() {
         let new = NewWorkflow {
-            name: "W".into(),
+            name: Name::from_static("W"),
             description: String::new(),
             worker_type: "T".into(),
             team: None,
             steps: vec![Step {
-                name: "one".into(),
-                capability: "cap".into(),
+                name: Name::from_static("one"),
+                capability: Name::from_static("cap"),
                 input: json!({"x": "$.data[?"}),
             }],
         };
