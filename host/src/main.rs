@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use autoagent::auth::{Role, Tokens};
 use autoagent::authoring::{self, AuthoringError, NewPlugin, Push};
 use autoagent::plugins::PluginKind;
+use autoagent::server::Limits;
 use autoagent::store::{RedbBackend, Store};
 use autoagent::{App, AppConfig, server};
 use clap::{Parser, Subcommand};
@@ -21,19 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the host: the management API, the plugins and the store.
-    Serve {
-        /// Address to listen on. On a non-loopback address every request
-        /// needs an API token, so at least one must exist (`autoagent token
-        /// create`).
-        #[arg(long, default_value = "127.0.0.1:50000")]
-        listen: SocketAddr,
-        /// Folder for the redb file and plugin folders.
-        #[arg(long, default_value = "./data")]
-        data_dir: PathBuf,
-        /// Folder for `autoagent.log`.
-        #[arg(long, default_value = "./logs")]
-        log_dir: PathBuf,
-    },
+    Serve(ServeArgs),
     /// Writes and uploads plugins.
     Plugin {
         #[command(subcommand)]
@@ -45,6 +35,48 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. On a non-loopback address every request needs
+    /// an API token, so at least one must exist (`autoagent token create`).
+    #[arg(long, default_value = "127.0.0.1:50000")]
+    listen: SocketAddr,
+    /// Folder for the redb file and plugin folders.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Folder for `autoagent.log`.
+    #[arg(long, default_value = "./logs")]
+    log_dir: PathBuf,
+    /// Seconds a connection may take to send a whole request head (counted
+    /// from its opening or its previous answer, so it also closes idle
+    /// keep-alive connections); slower ones are closed without an answer.
+    #[arg(long, default_value_t = Limits::DEFAULT.header_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is answered 408.
+    #[arg(long, default_value_t = Limits::DEFAULT.body_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
+    /// Seconds a request may take from its head to its answer before it is
+    /// answered 503; also the grace period for requests in flight at
+    /// shutdown.
+    #[arg(long, default_value_t = Limits::DEFAULT.request_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_secs: u64,
+    /// Connections served at once; further ones wait, unaccepted, until one
+    /// closes.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,39 +148,35 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plugin { command } => plugin_command(command),
         Command::Token { command } => token_command(command),
-        Command::Serve {
-            listen,
-            data_dir,
-            log_dir,
-        } => {
-            let _log_guard = match autoagent::logging::init(&log_dir) {
-                Ok(guard) => guard,
-                Err(err) => {
-                    eprintln!(
-                        "autoagent: cannot open the log in {}: {err}",
-                        log_dir.display()
-                    );
-                    return ExitCode::from(1);
-                }
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("building the tokio runtime");
-            let mut config = AppConfig::new(data_dir);
-            config.anonymous_is_admin = listen.ip().is_loopback();
-            match runtime.block_on(serve(listen, config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) if err.is::<NeedsTokens>() => {
-                    eprintln!("autoagent: {err}");
-                    ExitCode::from(2)
-                }
-                Err(err) => {
-                    tracing::error!(error = %format!("{err:#}"), "host stopped");
-                    eprintln!("autoagent: {err:#}");
-                    ExitCode::from(1)
-                }
-            }
+        Command::Serve(args) => serve_command(&args),
+    }
+}
+
+fn serve_command(args: &ServeArgs) -> ExitCode {
+    let _log_guard = match autoagent::logging::init(&args.log_dir) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!(
+                "autoagent: cannot open the log in {}: {err}",
+                args.log_dir.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<NeedsTokens>() => {
+            eprintln!("autoagent: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "host stopped");
+            eprintln!("autoagent: {err:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -250,7 +278,10 @@ fn token_command(command: TokenCommand) -> ExitCode {
 )]
 struct NeedsTokens(SocketAddr);
 
-async fn serve(listen: SocketAddr, config: AppConfig) -> anyhow::Result<()> {
+async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let listen = args.listen;
+    let mut config = AppConfig::new(&args.data_dir);
+    config.anonymous_is_admin = listen.ip().is_loopback();
     let app = App::open(&config).await?;
     if !config.anonymous_is_admin && app.tokens.is_empty() {
         return Err(NeedsTokens(listen).into());
@@ -259,11 +290,16 @@ async fn serve(listen: SocketAddr, config: AppConfig) -> anyhow::Result<()> {
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {listen}: {err}"))?;
     let bound = listener.local_addr()?;
+    let limits = args.limits();
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        header_timeout_secs = limits.header_timeout.as_secs(),
+        body_timeout_secs = limits.body_timeout.as_secs(),
+        request_timeout_secs = limits.request_timeout.as_secs(),
+        max_connections = limits.max_connections,
         "listening on {bound}"
     );
-    server::serve(app, listener, server::shutdown_signal()).await?;
+    server::serve(app, listener, limits, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

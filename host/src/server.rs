@@ -1,21 +1,176 @@
-//! Serving the API on a listener until a shutdown signal.
+//! Serving the API on a listener: the accept loop, its limits on slow
+//! clients and open connections, and graceful shutdown.
+//!
+//! axum's own `serve` offers no header read timeout and no connection limit,
+//! so the host runs a small accept loop on hyper's HTTP/1 connection instead:
+//! one tokio task per connection, a semaphore slot per connection, hyper's
+//! `header_read_timeout` against clients that never finish their headers,
+//! and hyper-util's graceful shutdown. Everything above the connection (body
+//! and request timeouts, the panic net) is a tower layer, in [`layers`].
 
+mod layers;
+
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::App;
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets requests
-/// in flight finish.
+pub use layers::with_limits;
+
+/// How long the host waits for clients and for its own handlers, and how
+/// many connections it serves at once. The `serve` command's flags set
+/// these; [`Limits::DEFAULT`] holds the documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A connection that has not sent a whole request head this long after
+    /// it opened, or after its previous answer, is closed without an answer.
+    /// This ends slow-header clients and idle keep-alive connections alike.
+    pub header_timeout: Duration,
+    /// A request body that delivers nothing for this long is answered 408.
+    /// The clock restarts with every chunk, so a slow but steady upload is
+    /// fine.
+    pub body_timeout: Duration,
+    /// A request not answered this long after its head arrived is answered
+    /// 503 and its handler is dropped. Also the grace period at shutdown,
+    /// since no request in flight can need longer.
+    pub request_timeout: Duration,
+    /// Connections served at once. Past it the host stops accepting: new
+    /// connections wait in the kernel's listen backlog until a served one
+    /// closes (and are refused by the kernel once the backlog is full).
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The defaults: 30 s for headers and for each body chunk, as hyper
+    /// and common proxies use; 60 s for a whole request, because a plugin
+    /// upload compiles its component before it answers, which takes several
+    /// seconds on two cores; 512 connections, below the usual limit of 1024
+    /// open files so the host keeps descriptors for its own files.
+    pub const DEFAULT: Self = Self {
+        header_timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(60),
+        max_connections: 512,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes. Then it stops accepting, lets the
+/// requests in flight finish for up to [`Limits::request_timeout`], and
+/// returns.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, crate::api::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    let service = TowerToHyperService::new(with_limits(crate::api::router(app), &limits));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Waiting for a slot before accepting leaves the connections past
+        // the limit to the kernel's backlog, where they cost the host
+        // nothing.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the slot semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    wait_after_accept_error(&err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = Connection {
+            http: http.clone(),
+            service: service.clone(),
+            watcher: graceful.watcher(),
+        };
+        tokio::spawn(async move {
+            connection.run(stream, peer).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(connections = open, "waiting for requests in flight");
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.request_timeout) => {
+            tracing::warn!(
+                grace_secs = limits.request_timeout.as_secs(),
+                "requests still in flight after the grace period are dropped"
+            );
+        }
+    }
+}
+
+/// After a failed `accept`: a connection that died before it was accepted
+/// is that client's problem; anything else (out of file descriptors, most
+/// often) would fail again at once, so the loop pauses instead of spinning.
+async fn wait_after_accept_error(err: &io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tracing::debug!(error = %err, "connection lost before accept");
+        return;
+    }
+    tracing::error!(error = %err, "accepting connections failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Everything one connection's task needs.
+struct Connection {
+    http: http1::Builder,
+    service: TowerToHyperService<Router>,
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serves requests until the client leaves, a timeout closes the
+    /// connection, or shutdown ends it.
+    async fn run(self, stream: TcpStream, peer: SocketAddr) {
+        self.serve(TokioIo::new(stream), peer).await;
+    }
+
+    async fn serve<I>(self, io: TokioIo<I>, peer: SocketAddr)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = self.http.serve_connection(io, self.service);
+        if let Err(err) = self.watcher.watch(connection).await {
+            // Header timeouts, resets and malformed requests: routine on an
+            // open port, and nothing the operator can act on.
+            tracing::debug!(%peer, error = %err, "connection ended");
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
