@@ -8,7 +8,7 @@ use std::time::Duration;
 use autoagent::auth::{Role, Tokens};
 use autoagent::authoring::{self, AuthoringError, NewPlugin, Push};
 use autoagent::plugins::PluginKind;
-use autoagent::server::Limits;
+use autoagent::server::{Limits, TlsError};
 use autoagent::store::{RedbBackend, Store};
 use autoagent::{App, AppConfig, server};
 use clap::{Parser, Subcommand};
@@ -40,7 +40,9 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on. On a non-loopback address every request needs
-    /// an API token, so at least one must exist (`autoagent token create`).
+    /// an API token, so at least one must exist (`autoagent token create`),
+    /// and the host serves HTTPS (`--tls-cert`, `--tls-key`) unless
+    /// `--behind-tls-proxy` is given.
     #[arg(long, default_value = "127.0.0.1:50000")]
     listen: SocketAddr,
     /// Folder for the redb file and plugin folders.
@@ -66,6 +68,16 @@ struct ServeArgs {
     /// closes.
     #[arg(long, default_value_t = Limits::DEFAULT.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// PEM file with the host's certificate (then its chain): serve HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address, because a proxy in front
+    /// of the host terminates TLS.
+    #[arg(long, conflicts_with = "tls_cert")]
+    behind_tls_proxy: bool,
 }
 
 impl ServeArgs {
@@ -129,6 +141,15 @@ enum PluginCommand {
         /// Upload this component instead of building the crate.
         #[arg(long)]
         wasm: Option<PathBuf>,
+        /// PEM file with certificates to trust for an https host, besides
+        /// the usual public roots: a self-signed host certificate, or the
+        /// private CA that signed it.
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// The API token to upload with (default: `$AUTOAGENT_TOKEN`); a
+        /// host on a non-loopback address requires one.
+        #[arg(long, value_name = "SECRET")]
+        token: Option<String>,
     },
 }
 
@@ -169,7 +190,7 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
         .expect("building the tokio runtime");
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<NeedsTokens>() => {
+        Err(err) if err.is::<NeedsTokens>() || err.is::<NeedsTls>() || err.is::<TlsError>() => {
             eprintln!("autoagent: {err}");
             ExitCode::from(2)
         }
@@ -203,13 +224,26 @@ fn plugin_command(command: PluginCommand) -> ExitCode {
                 dir.display()
             );
         }),
-        PluginCommand::Push { dir, host, wasm } => {
+        PluginCommand::Push {
+            dir,
+            host,
+            wasm,
+            ca_cert,
+            token,
+        } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("building the tokio runtime");
+            let token = token.or_else(|| std::env::var("AUTOAGENT_TOKEN").ok());
             runtime
-                .block_on(authoring::push(&Push { dir, host, wasm }))
+                .block_on(authoring::push(&Push {
+                    dir,
+                    host,
+                    wasm,
+                    ca_cert,
+                    token,
+                }))
                 .map(|pushed| {
                     let verb = if pushed.replaced { "replaced" } else { "added" };
                     println!("{verb} {}", pushed.plugin);
@@ -278,13 +312,31 @@ fn token_command(command: TokenCommand) -> ExitCode {
 )]
 struct NeedsTokens(SocketAddr);
 
+/// A non-loopback host would carry tokens in clear text.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to listen on {0} without TLS: every request there carries an API token, which must \
+     not cross the network in clear text; give `--tls-cert FILE --tls-key FILE` (PEM), or \
+     `--behind-tls-proxy` if a proxy in front of the host terminates TLS"
+)]
+struct NeedsTls(SocketAddr);
+
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let mut config = AppConfig::new(&args.data_dir);
     config.anonymous_is_admin = listen.ip().is_loopback();
     let app = App::open(&config).await?;
+    // A host missing both hears about tokens first: TLS matters once there
+    // is a token to protect.
     if !config.anonymous_is_admin && app.tokens.is_empty() {
         return Err(NeedsTokens(listen).into());
+    }
+    if !config.anonymous_is_admin && tls.is_none() && !args.behind_tls_proxy {
+        return Err(NeedsTls(listen).into());
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -293,13 +345,14 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let limits = args.limits();
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        tls = tls.is_some(),
         header_timeout_secs = limits.header_timeout.as_secs(),
         body_timeout_secs = limits.body_timeout.as_secs(),
         request_timeout_secs = limits.request_timeout.as_secs(),
         max_connections = limits.max_connections,
         "listening on {bound}"
     );
-    server::serve(app, listener, limits, server::shutdown_signal()).await;
+    server::serve(app, listener, limits, tls, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

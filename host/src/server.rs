@@ -1,5 +1,5 @@
 //! Serving the API on a listener: the accept loop, its limits on slow
-//! clients and open connections, and graceful shutdown.
+//! clients and open connections, TLS, and graceful shutdown.
 //!
 //! axum's own `serve` offers no header read timeout and no connection limit,
 //! so the host runs a small accept loop on hyper's HTTP/1 connection instead:
@@ -12,6 +12,7 @@ mod layers;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::App;
 
@@ -34,7 +39,8 @@ pub use layers::with_limits;
 pub struct Limits {
     /// A connection that has not sent a whole request head this long after
     /// it opened, or after its previous answer, is closed without an answer.
-    /// This ends slow-header clients and idle keep-alive connections alike.
+    /// This ends slow-header clients and idle keep-alive connections alike;
+    /// it also bounds the TLS handshake.
     pub header_timeout: Duration,
     /// A request body that delivers nothing for this long is answered 408.
     /// The clock restarts with every chunk, so a slow but steady upload is
@@ -70,13 +76,15 @@ impl Default for Limits {
     }
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` completes. Then it stops accepting, lets the
+/// Serves `app` on `listener` within `limits`, over TLS when `tls` is
+/// given, until `shutdown` completes. Then it stops accepting, lets the
 /// requests in flight finish for up to [`Limits::request_timeout`], and
 /// returns.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let service = TowerToHyperService::new(with_limits(crate::api::router(app), &limits));
@@ -108,6 +116,8 @@ pub async fn serve(
             http: http.clone(),
             service: service.clone(),
             watcher: graceful.watcher(),
+            tls: tls.clone(),
+            handshake_timeout: limits.header_timeout,
         };
         tokio::spawn(async move {
             connection.run(stream, peer).await;
@@ -151,13 +161,24 @@ struct Connection {
     http: http1::Builder,
     service: TowerToHyperService<Router>,
     watcher: Watcher,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
 }
 
 impl Connection {
-    /// Serves requests until the client leaves, a timeout closes the
-    /// connection, or shutdown ends it.
+    /// Runs the TLS handshake, if any, then serves requests until the
+    /// client leaves, a timeout closes the connection, or shutdown ends it.
     async fn run(self, stream: TcpStream, peer: SocketAddr) {
-        self.serve(TokioIo::new(stream), peer).await;
+        let Some(acceptor) = self.tls.clone() else {
+            return self.serve(TokioIo::new(stream), peer).await;
+        };
+        // A handshake is part of the request head as far as slow clients go:
+        // without this bound a client that never says hello holds its slot.
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.serve(TokioIo::new(stream), peer).await,
+            Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
     }
 
     async fn serve<I>(self, io: TokioIo<I>, peer: SocketAddr)
@@ -171,6 +192,72 @@ impl Connection {
             tracing::debug!(%peer, error = %err, "connection ended");
         }
     }
+}
+
+/// Why a certificate or key cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is not PEM, or holds nothing of the kind asked for.
+    #[error("{} holds no PEM {what}: {message}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// What the parser said.
+        message: String,
+    },
+    /// rustls refused the pair, e.g. a key that does not belong to the
+    /// certificate.
+    #[error("cannot use the certificate and key: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// A TLS acceptor for the PEM certificate chain in `cert` (the host's
+/// certificate first) and the PEM private key in `key` (PKCS#8, PKCS#1 or
+/// SEC1). TLS 1.2 and 1.3 with rustls' safe defaults, HTTP/1.1 only.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let pem_error = |path: &Path, what, message: String| TlsError::Pem {
+        path: path.to_owned(),
+        what,
+        message,
+    };
+    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| pem_error(cert, "certificate", err.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem_error(
+            cert,
+            "certificate",
+            "no CERTIFICATE block".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|err| pem_error(key, "private key", err.to_string()))?;
+    // The ring provider is named outright: it is the one already built for
+    // plugins' outbound HTTPS, and naming it keeps the process-wide default
+    // provider out of the picture.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
