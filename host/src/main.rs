@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use autoagent::auth::{Role, Tokens};
 use autoagent::authoring::{self, AuthoringError, NewPlugin, Push};
 use autoagent::plugins::PluginKind;
+use autoagent::server::{Limits, TlsError};
 use autoagent::store::{RedbBackend, Store};
 use autoagent::{App, AppConfig, server};
 use clap::{Parser, Subcommand};
@@ -21,19 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the host: the management API, the plugins and the store.
-    Serve {
-        /// Address to listen on. On a non-loopback address every request
-        /// needs an API token, so at least one must exist (`autoagent token
-        /// create`).
-        #[arg(long, default_value = "127.0.0.1:50000")]
-        listen: SocketAddr,
-        /// Folder for the redb file and plugin folders.
-        #[arg(long, default_value = "./data")]
-        data_dir: PathBuf,
-        /// Folder for `autoagent.log`.
-        #[arg(long, default_value = "./logs")]
-        log_dir: PathBuf,
-    },
+    Serve(ServeArgs),
     /// Writes and uploads plugins.
     Plugin {
         #[command(subcommand)]
@@ -45,6 +35,60 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. On a non-loopback address every request needs
+    /// an API token, so at least one must exist (`autoagent token create`),
+    /// and the host serves HTTPS (`--tls-cert`, `--tls-key`) unless
+    /// `--behind-tls-proxy` is given.
+    #[arg(long, default_value = "127.0.0.1:50000")]
+    listen: SocketAddr,
+    /// Folder for the redb file and plugin folders.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Folder for `autoagent.log`.
+    #[arg(long, default_value = "./logs")]
+    log_dir: PathBuf,
+    /// Seconds a connection may take to send a whole request head (counted
+    /// from its opening or its previous answer, so it also closes idle
+    /// keep-alive connections); slower ones are closed without an answer.
+    #[arg(long, default_value_t = Limits::DEFAULT.header_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is answered 408.
+    #[arg(long, default_value_t = Limits::DEFAULT.body_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
+    /// Seconds a request may take from its head to its answer before it is
+    /// answered 503; also the grace period for requests in flight at
+    /// shutdown.
+    #[arg(long, default_value_t = Limits::DEFAULT.request_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_secs: u64,
+    /// Connections served at once; further ones wait, unaccepted, until one
+    /// closes.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// PEM file with the host's certificate (then its chain): serve HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address, because a proxy in front
+    /// of the host terminates TLS.
+    #[arg(long, conflicts_with = "tls_cert")]
+    behind_tls_proxy: bool,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +141,15 @@ enum PluginCommand {
         /// Upload this component instead of building the crate.
         #[arg(long)]
         wasm: Option<PathBuf>,
+        /// PEM file with certificates to trust for an https host, besides
+        /// the usual public roots: a self-signed host certificate, or the
+        /// private CA that signed it.
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// The API token to upload with (default: `$AUTOAGENT_TOKEN`); a
+        /// host on a non-loopback address requires one.
+        #[arg(long, value_name = "SECRET")]
+        token: Option<String>,
     },
 }
 
@@ -116,39 +169,35 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plugin { command } => plugin_command(command),
         Command::Token { command } => token_command(command),
-        Command::Serve {
-            listen,
-            data_dir,
-            log_dir,
-        } => {
-            let _log_guard = match autoagent::logging::init(&log_dir) {
-                Ok(guard) => guard,
-                Err(err) => {
-                    eprintln!(
-                        "autoagent: cannot open the log in {}: {err}",
-                        log_dir.display()
-                    );
-                    return ExitCode::from(1);
-                }
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("building the tokio runtime");
-            let mut config = AppConfig::new(data_dir);
-            config.anonymous_is_admin = listen.ip().is_loopback();
-            match runtime.block_on(serve(listen, config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) if err.is::<NeedsTokens>() => {
-                    eprintln!("autoagent: {err}");
-                    ExitCode::from(2)
-                }
-                Err(err) => {
-                    tracing::error!(error = %format!("{err:#}"), "host stopped");
-                    eprintln!("autoagent: {err:#}");
-                    ExitCode::from(1)
-                }
-            }
+        Command::Serve(args) => serve_command(&args),
+    }
+}
+
+fn serve_command(args: &ServeArgs) -> ExitCode {
+    let _log_guard = match autoagent::logging::init(&args.log_dir) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!(
+                "autoagent: cannot open the log in {}: {err}",
+                args.log_dir.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<NeedsTokens>() || err.is::<NeedsTls>() || err.is::<TlsError>() => {
+            eprintln!("autoagent: {err}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            tracing::error!(error = %format!("{err:#}"), "host stopped");
+            eprintln!("autoagent: {err:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -175,13 +224,26 @@ fn plugin_command(command: PluginCommand) -> ExitCode {
                 dir.display()
             );
         }),
-        PluginCommand::Push { dir, host, wasm } => {
+        PluginCommand::Push {
+            dir,
+            host,
+            wasm,
+            ca_cert,
+            token,
+        } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("building the tokio runtime");
+            let token = token.or_else(|| std::env::var("AUTOAGENT_TOKEN").ok());
             runtime
-                .block_on(authoring::push(&Push { dir, host, wasm }))
+                .block_on(authoring::push(&Push {
+                    dir,
+                    host,
+                    wasm,
+                    ca_cert,
+                    token,
+                }))
                 .map(|pushed| {
                     let verb = if pushed.replaced { "replaced" } else { "added" };
                     println!("{verb} {}", pushed.plugin);
@@ -251,20 +313,47 @@ fn token_command(command: TokenCommand) -> ExitCode {
 )]
 struct NeedsTokens(SocketAddr);
 
-async fn serve(listen: SocketAddr, config: AppConfig) -> anyhow::Result<()> {
+/// A non-loopback host would carry tokens in clear text.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to listen on {0} without TLS: every request there carries an API token, which must \
+     not cross the network in clear text; give `--tls-cert FILE --tls-key FILE` (PEM), or \
+     `--behind-tls-proxy` if a proxy in front of the host terminates TLS"
+)]
+struct NeedsTls(SocketAddr);
+
+async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let listen = args.listen;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let mut config = AppConfig::new(&args.data_dir);
+    config.anonymous_is_admin = listen.ip().is_loopback();
     let app = App::open(&config).await?;
+    // A host missing both hears about tokens first: TLS matters once there
+    // is a token to protect.
     if !config.anonymous_is_admin && app.tokens.is_empty() {
         return Err(NeedsTokens(listen).into());
+    }
+    if !config.anonymous_is_admin && tls.is_none() && !args.behind_tls_proxy {
+        return Err(NeedsTls(listen).into());
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|err| anyhow::anyhow!("cannot listen on {listen}: {err}"))?;
     let bound = listener.local_addr()?;
+    let limits = args.limits();
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        tls = tls.is_some(),
+        header_timeout_secs = limits.header_timeout.as_secs(),
+        body_timeout_secs = limits.body_timeout.as_secs(),
+        request_timeout_secs = limits.request_timeout.as_secs(),
+        max_connections = limits.max_connections,
         "listening on {bound}"
     );
-    server::serve(app, listener, server::shutdown_signal()).await?;
+    server::serve(app, listener, limits, tls, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -45,8 +45,14 @@ pub fn binary() -> PathBuf {
 /// A running host, killed when dropped.
 pub struct Host {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` for a host started with
+    /// `--tls-cert`.
     pub origin: String,
+    /// `127.0.0.1:PORT`, for tests that speak raw TCP.
+    pub address: String,
+    /// Arguments given to `serve` besides `--listen`, `--data-dir` and
+    /// `--log-dir`, kept for [`Host::restart`].
+    extra_args: Vec<String>,
     /// The data folder (redb file, plugin folders).
     pub data_dir: PathBuf,
     /// The log folder.
@@ -63,13 +69,32 @@ impl Host {
         host
     }
 
+    /// Starts a host with fresh, temporary data and log folders and `args`
+    /// added to `serve`, e.g. `["--header-timeout-secs", "1"]`.
+    pub fn start_with_args(args: &[&str]) -> Self {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut host = Self::spawn(
+            scratch.path().join("data"),
+            scratch.path().join("logs"),
+            args,
+        );
+        host._scratch = Some(scratch);
+        host
+    }
+
     /// Starts a host on the given folders (to restart on the same data).
     pub fn start_with(data_dir: PathBuf, log_dir: PathBuf) -> Self {
+        Self::spawn(data_dir, log_dir, Vec::new())
+    }
+
+    fn spawn(data_dir: PathBuf, log_dir: PathBuf, extra_args: Vec<String>) -> Self {
         let mut child = Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .arg("--log-dir")
             .arg(&log_dir)
+            .args(&extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -99,9 +124,16 @@ impl Host {
                 panic!("autoagent did not report its address within 60 s");
             }
         };
+        let scheme = if extra_args.iter().any(|arg| arg == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         Self {
             child: Some(child),
-            origin: format!("http://{address}"),
+            origin: format!("{scheme}://{address}"),
+            address,
+            extra_args,
             data_dir,
             log_dir,
             _scratch: None,
@@ -137,13 +169,28 @@ impl Host {
 
     /// Stops the host with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("host is running");
-        let pid = child.id().to_string();
+        self.terminate();
+        self.wait()
+    }
+
+    /// Sends SIGTERM and returns at once; [`Host::wait`] waits for the exit.
+    pub fn terminate(&self) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("host is running")
+            .id()
+            .to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("running kill");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the host to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("host is running");
         child.wait().expect("waiting for the host")
     }
 
@@ -151,7 +198,11 @@ impl Host {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the host first");
         let scratch = self._scratch.take();
-        let mut fresh = Self::start_with(self.data_dir.clone(), self.log_dir.clone());
+        let mut fresh = Self::spawn(
+            self.data_dir.clone(),
+            self.log_dir.clone(),
+            self.extra_args.clone(),
+        );
         fresh._scratch = scratch;
         *self = fresh;
     }

@@ -182,6 +182,11 @@ pub struct Push {
     pub host: String,
     /// A component to upload instead of building the crate.
     pub wasm: Option<PathBuf>,
+    /// A PEM file of certificates to trust for an https host besides the
+    /// public roots (a self-signed host certificate, or its private CA).
+    pub ca_cert: Option<PathBuf>,
+    /// The API token to send as `Authorization: Bearer`.
+    pub token: Option<String>,
 }
 
 /// What a successful push reports.
@@ -201,6 +206,9 @@ pub async fn push(request: &Push) -> Result<Pushed, AuthoringError> {
     })?;
     let manifest = Manifest::parse(&manifest_text)
         .map_err(|err| AuthoringError::Usage(format!("{}: {err}", manifest_path.display())))?;
+    // The client first: a CA file that does not load is a usage error worth
+    // reporting before a build of several seconds.
+    let client = upload_client(request.ca_cert.as_deref())?;
     let wasm_path = match &request.wasm {
         Some(path) => path.clone(),
         None => build(&request.dir)?,
@@ -221,12 +229,22 @@ pub async fn push(request: &Push) -> Result<Pushed, AuthoringError> {
             "component",
             reqwest::multipart::Part::bytes(component).file_name(format!("{}.wasm", manifest.name)),
         );
-    let response = reqwest::Client::new()
-        .put(&url)
-        .multipart(form)
-        .send()
-        .await
-        .map_err(|err| AuthoringError::Failed(format!("cannot reach {url}: {err}")))?;
+    let mut upload = client.put(&url).multipart(form);
+    if let Some(token) = &request.token {
+        upload = upload.bearer_auth(token);
+    }
+    let response = upload.send().await.map_err(|err| {
+        // reqwest's own message stops at "error sending request"; the cause,
+        // such as an untrusted certificate, is further down the chain.
+        let err = err.without_url();
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        AuthoringError::Failed(format!("cannot reach {url}: {message}"))
+    })?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.map_err(|err| {
         AuthoringError::Failed(format!("{url} answered {status} without JSON: {err}"))
@@ -248,6 +266,35 @@ pub async fn push(request: &Push) -> Result<Pushed, AuthoringError> {
         ),
         replaced: status == reqwest::StatusCode::OK,
     })
+}
+
+/// An HTTP client that trusts the public roots and, if given, the
+/// certificates in the PEM file `ca_cert`.
+fn upload_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, AuthoringError> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).map_err(|err| {
+            AuthoringError::Usage(format!("cannot read {}: {err}", path.display()))
+        })?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
+            AuthoringError::Usage(format!(
+                "{} holds no PEM certificate: {err}",
+                path.display()
+            ))
+        })?;
+        if certificates.is_empty() {
+            return Err(AuthoringError::Usage(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|err| AuthoringError::Failed(format!("cannot set up the HTTP client: {err}")))
 }
 
 /// Runs `cargo build --release --target wasm32-wasip2` in `dir` and returns

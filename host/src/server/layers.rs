@@ -1,0 +1,295 @@
+//! The tower layers around the API router: request body and whole-request
+//! timeouts and the panic net, each answering in the API's error envelope.
+//!
+//! tower-http does the timing and the catching; the small middlewares here
+//! only turn what those layers report (a failed body read, an empty 503, a
+//! panic payload) into an [`ApiError`] and a log line.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError, TimeoutLayer};
+
+use super::Limits;
+use crate::api::ApiError;
+
+/// Wraps `router` in the request body timeout, the whole-request timeout and
+/// the panic net of `limits`, outermost last:
+///
+/// 1. [`CatchPanicLayer`]: a panic anywhere below becomes a 500
+///    `internal_error` and one ERROR line naming the panic.
+/// 2. `answer_request_timeouts`: the request timeout's bare 503 becomes a
+///    `server_timeout` envelope.
+/// 3. [`TimeoutLayer`]: drops a handler still running after
+///    [`Limits::request_timeout`] and answers 503.
+/// 4. [`RequestBodyTimeoutLayer`]: a body read that waits longer than
+///    [`Limits::body_timeout`] for its next chunk fails.
+/// 5. `answer_body_timeouts`: a request whose body read failed that way is
+///    answered 408 `request_timeout`, whatever the handler made of the
+///    failure.
+/// 6. `mark_answered`: tags every response the router made, so step 2 can
+///    tell them from the timeout's own.
+pub fn with_limits(router: Router, limits: &Limits) -> Router {
+    router
+        .layer(middleware::map_response(mark_answered))
+        .layer(middleware::from_fn_with_state(
+            limits.body_timeout,
+            answer_body_timeouts,
+        ))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            answer_request_timeouts,
+        ))
+        .layer(CatchPanicLayer::custom(answer_panic))
+}
+
+/// Set on every response the router made. The request timeout answers with a
+/// fresh response, which lacks it.
+#[derive(Debug, Clone, Copy)]
+struct Answered;
+
+async fn mark_answered(mut response: Response) -> Response {
+    response.extensions_mut().insert(Answered);
+    response
+}
+
+async fn answer_body_timeouts(
+    State(body_timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let seen = stalled.clone();
+    // Handlers turn a failed body read into their own rejection (a 400 from
+    // the JSON extractor, for one); noting the timeout on the way lets this
+    // layer answer what really happened.
+    let request = request.map(|body| {
+        Body::new(body.map_err(move |err| {
+            let err = err.into_inner();
+            if err.is::<TimeoutError>() {
+                seen.store(true, Ordering::Relaxed);
+            }
+            err
+        }))
+    });
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    if !stalled.load(Ordering::Relaxed) {
+        return response;
+    }
+    tracing::warn!(%method, path, "request body stalled; answered 408");
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request body sent nothing for {} s; the host stopped waiting",
+            body_timeout.as_secs()
+        ),
+    )
+    .into_response();
+    response.extensions_mut().insert(Answered);
+    response
+}
+
+async fn answer_request_timeouts(
+    State(request_timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    if response.extensions().get::<Answered>().is_some() {
+        return response;
+    }
+    tracing::warn!(%method, path, "request took too long; answered 503");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_timeout",
+        format!(
+            "the host did not finish this request within {} s and abandoned it",
+            request_timeout.as_secs()
+        ),
+    )
+    .into_response()
+}
+
+/// The panic net's answer. `ApiError::new` rather than `ApiError::internal`:
+/// this line is the one log line of the panic, whatever the API's own
+/// logging of internal errors does.
+fn answer_panic(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)");
+    tracing::error!(panic = message, "request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal error; the host log has the details",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Log lines written while a test runs, captured instead of printed.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            body_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            ..Limits::DEFAULT
+        }
+    }
+
+    fn app() -> Router {
+        let router = Router::new()
+            .route("/panic", get(panics))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "never"
+                }),
+            )
+            .route("/echo", post(|body: String| async move { body }));
+        with_limits(router, &limits())
+    }
+
+    async fn panics() -> &'static str {
+        panic!("the handler broke")
+    }
+
+    async fn envelope(response: Response) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_envelope_and_logs_one_error() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let request = Request::get("/panic").body(Body::empty()).unwrap();
+        let response = app().oneshot(request).await.unwrap();
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = envelope(response).await;
+        assert_eq!(body["success"], false);
+        assert_eq!(body["error"]["code"], "internal_error");
+        let text = log.text();
+        let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "log: {text}");
+        assert!(errors[0].contains("the handler broke"), "log: {text}");
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_request_timeout_answers_503_in_the_envelope() {
+        let request = Request::get("/slow").body(Body::empty()).unwrap();
+        let response = app().oneshot(request).await.unwrap();
+
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = envelope(response).await;
+        assert_eq!(body["error"]["code"], "server_timeout");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("within 2 s")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_answers_408_in_the_envelope() {
+        let request = Request::post("/echo")
+            .body(Body::new(Stalling { sent: false }))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let body = envelope(response).await;
+        assert_eq!(body["error"]["code"], "request_timeout");
+    }
+
+    /// A body that yields one chunk and then never another, as a client that
+    /// stops sending would.
+    struct Stalling {
+        sent: bool,
+    }
+
+    impl hyper::body::Body for Stalling {
+        type Data = axum::body::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            if self.sent {
+                // The body timeout's timer is what wakes the request.
+                return std::task::Poll::Pending;
+            }
+            self.sent = true;
+            let chunk = axum::body::Bytes::from_static(b"0123456789");
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_within_the_limits_pass_unchanged() {
+        let request = Request::post("/echo").body(Body::from("hello")).unwrap();
+        let response = app().oneshot(request).await.unwrap();
+
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+    }
+}
