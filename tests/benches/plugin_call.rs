@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use autoagent::names::Name;
 use autoagent::plugins::{Caller, PluginSource, Plugins, RuntimeConfig};
 use autoagent::store::{RedbBackend, Store};
 use autoagent_tests::guests;
@@ -113,15 +114,16 @@ async fn run() {
     let store = Store::new(Arc::new(
         RedbBackend::open(&dir.path().join("b.redb")).unwrap(),
     ));
-    let plugins = Plugins::new(&RuntimeConfig { max_instances: 100 }, &store).unwrap();
+    let plugins = Plugins::new(&RuntimeConfig::with_instances(100), &store).unwrap();
     plugins
         .load(&manifest, wasm.clone(), PluginSource::Bundled)
         .await
         .unwrap();
     let input = serde_json::Value::Null;
+    let (team, plugin) = (Name::from_static("testing"), Name::from_static("echo"));
     let ours = || async {
         let out = plugins
-            .invoke("testing", "echo", "ping", &input, Caller::default())
+            .invoke(&team, &plugin, "ping", &input, Caller::default())
             .await
             .unwrap();
         assert_eq!(out["pong"], true);

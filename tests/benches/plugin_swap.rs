@@ -56,7 +56,7 @@ async fn load_times() {
                 let store = Store::new(Arc::new(
                     RedbBackend::open(&dir.path().join(format!("{label}.redb"))).unwrap(),
                 ));
-                let registry = Plugins::new(&RuntimeConfig { max_instances: 16 }, &store)
+                let registry = Plugins::new(&RuntimeConfig::with_instances(16), &store)
                     .unwrap()
                     .with_artifact_cache(dir.path().join("cache"));
                 let started = Instant::now();

@@ -460,3 +460,113 @@ impl Reply {
         }
     }
 }
+
+/// One team attacking the host with runaway plugins while another team's
+/// calls are measured: shared by the isolation test and benchmark.
+pub mod attack {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::{Client, Host, echo_wasm, guests, probe_manifest};
+
+    /// Uploads the hostile guest as team `attack`'s plugin `hostile` and
+    /// the echo guest as team `ops`'s plugin `probe`.
+    pub async fn install(host: &Host) {
+        let client = Client::new();
+        let manifest = std::fs::read_to_string(guests::GUEST_HOSTILE_MANIFEST)
+            .expect("hostile manifest")
+            .replace("team = \"testing\"", "team = \"attack\"");
+        let wasm = std::fs::read(guests::GUEST_HOSTILE).expect("hostile guest");
+        client
+            .put_plugin(&host.url("/teams/attack/plugins/hostile"), &manifest, wasm)
+            .await
+            .expect_ok(201);
+        client
+            .put_plugin(
+                &host.url("/teams/ops/plugins/probe"),
+                &probe_manifest("1.0.0"),
+                echo_wasm(),
+            )
+            .await
+            .expect_ok(201);
+    }
+
+    /// Runaway calls kept going until dropped.
+    pub struct Attack {
+        stop: Arc<AtomicBool>,
+        /// Attacking calls that have ended so far.
+        pub ended: Arc<AtomicUsize>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Attack {
+        /// Starts `spinners` clients calling `spin` and `bombs` calling
+        /// `grow_memory`, each again as soon as its last call ends.
+        pub fn start(host: &Host, spinners: usize, bombs: usize) -> Self {
+            let stop = Arc::new(AtomicBool::new(false));
+            let ended = Arc::new(AtomicUsize::new(0));
+            let url = host.url("/teams/attack/plugins/hostile/invoke");
+            let tasks = (0..spinners + bombs)
+                .map(|n| {
+                    let (stop, ended, url) = (stop.clone(), ended.clone(), url.clone());
+                    let capability = if n < spinners { "spin" } else { "grow_memory" };
+                    tokio::spawn(async move {
+                        let client = Client::new();
+                        let body = format!(r#"{{"capability": "{capability}", "input": {{}}}}"#);
+                        while !stop.load(Ordering::Relaxed) {
+                            let _ = client.post_json(&url, &body).await;
+                            ended.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            Self { stop, ended, tasks }
+        }
+
+        /// Stops the attack and waits for its last calls to end.
+        pub async fn stop(self) {
+            self.stop.store(true, Ordering::Relaxed);
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Latencies of `n` calls, one after another, of team `ops`'s `echo`;
+    /// every call must succeed.
+    pub async fn victim_calls(host: &Host, n: usize) -> Vec<Duration> {
+        let client = Client::new();
+        let url = host.url("/teams/ops/plugins/probe/invoke");
+        let mut latencies = Vec::with_capacity(n);
+        for i in 0..n {
+            let started = Instant::now();
+            let body = format!(r#"{{"capability": "echo", "input": {i}}}"#);
+            let data = client.post_json(&url, &body).await.expect_ok(200);
+            latencies.push(started.elapsed());
+            assert_eq!(data, serde_json::json!(i));
+        }
+        latencies
+    }
+
+    /// Latencies of `n` `GET /status` calls, one after another.
+    pub async fn status_calls(host: &Host, n: usize) -> Vec<Duration> {
+        let client = Client::new();
+        let url = host.url("/status");
+        let mut latencies = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            client.get(&url).await.expect_ok(200);
+            latencies.push(started.elapsed());
+        }
+        latencies
+    }
+
+    /// The `q` quantile (0 to 1) of `latencies`.
+    pub fn quantile(latencies: &[Duration], q: f64) -> Duration {
+        let mut sorted = latencies.to_vec();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted[index]
+    }
+}

@@ -150,7 +150,7 @@ async fn a_broken_upload_leaves_the_serving_version_and_says_why() {
     let on_disk =
         std::fs::read_to_string(host.data_dir.join("plugins/ops/probe/plugin.toml")).unwrap();
     assert!(on_disk.contains("version = \"1.0.0\""));
-    host.log_containing(&["ERROR", "plugin upload refused"])
+    host.log_containing(&[" WARN ", "plugin upload refused"])
         .await;
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use autoagent::names::Name;
 use autoagent::plugins::{
     CallError, Caller, InvokeError, LoadError, PluginSource, Plugins, RuntimeConfig,
 };
@@ -17,12 +18,16 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    // Small pools: several fixtures run in one test process.
+    fixture_with(RuntimeConfig::with_instances(64)).await
+}
+
+async fn fixture_with(config: RuntimeConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(Arc::new(
         RedbBackend::open(&dir.path().join("db.redb")).unwrap(),
     ));
-    // Small pools: several fixtures run in one test process.
-    let plugins = Plugins::new(&RuntimeConfig { max_instances: 64 }, &store).unwrap();
+    let plugins = Plugins::new(&config, &store).unwrap();
     for (manifest, wasm) in [
         (guests::GUEST_ECHO_MANIFEST, guests::GUEST_ECHO),
         (guests::GUEST_HOSTILE_MANIFEST, guests::GUEST_HOSTILE),
@@ -47,7 +52,13 @@ impl Fixture {
         input: Value,
     ) -> Result<Value, InvokeError> {
         self.plugins
-            .invoke("testing", plugin, capability, &input, Caller::default())
+            .invoke(
+                &Name::from_static("testing"),
+                &Name::parse(plugin).expect("a plugin name"),
+                capability,
+                &input,
+                Caller::default(),
+            )
             .await
     }
 
@@ -101,8 +112,15 @@ async fn a_spinning_guest_does_not_hold_up_other_calls() {
         let f = f.clone();
         tokio::spawn(async move { f.call_error("hostile", "spin", json!({})).await })
     };
-    // Let the spinner get going first.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Wait until the spinner runs: its instance holds guest memory.
+    let started = std::time::Instant::now();
+    while f.plugins.memory_budget().used() == 0 {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the spinner never started"
+        );
+        tokio::task::yield_now().await;
+    }
     for n in 0..50 {
         assert_eq!(f.call("echo", "echo", json!(n)).await.unwrap(), json!(n));
     }
@@ -111,6 +129,52 @@ async fn a_spinning_guest_does_not_hold_up_other_calls() {
         "all good calls finished while the spinner was still running"
     );
     assert_eq!(spinner.await.unwrap(), CallError::Timeout(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_far_over_its_limit_is_output_too_large_not_a_trap() {
+    // With room to build it, a 200 MiB answer ran out of wasmtime's
+    // hostcall fuel while being read and was reported as a trap.
+    let f = fixture().await;
+    let manifest = std::fs::read_to_string(guests::GUEST_HOSTILE_MANIFEST)
+        .unwrap()
+        .replace("name = \"hostile\"", "name = \"roomy\"")
+        .replace("memory-mib = 32", "memory-mib = 1024")
+        .replace("timeout-ms = 1000", "timeout-ms = 30000");
+    f.plugins
+        .load(
+            &manifest,
+            std::fs::read(guests::GUEST_HOSTILE).unwrap(),
+            PluginSource::Bundled,
+        )
+        .await
+        .unwrap();
+    let huge = f
+        .call_error("roomy", "huge_output", json!({"mib": 200}))
+        .await;
+    assert_eq!(
+        huge,
+        CallError::OutputTooLarge {
+            size: None,
+            limit: 1 << 20
+        }
+    );
+    assert_eq!(huge.code(), "output_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_memory_budget_bounds_all_calls_together() {
+    let mut config = RuntimeConfig::with_instances(16);
+    config.guest_memory_bytes = 16 << 20;
+    let f = fixture_with(config).await;
+    // Under its own 32 MiB limit, but over what the host grants all calls.
+    let bomb = f.call_error("hostile", "grow_memory", json!({})).await;
+    assert_eq!(bomb, CallError::HostMemory(16));
+    assert_eq!(bomb.code(), "memory_limit");
+    // Everything it held is given back; small calls go on.
+    assert_eq!(f.plugins.memory_budget().used(), 0);
+    assert_eq!(f.call("echo", "echo", json!(1)).await.unwrap(), json!(1));
+    assert_eq!(f.plugins.memory_budget().used(), 0);
 }
 
 #[tokio::test]
@@ -205,7 +269,10 @@ async fn broken_components_do_not_load_and_the_old_version_keeps_serving() {
         "{overpromised}"
     );
 
-    let info = f.plugins.get("testing", "echo").unwrap();
+    let info = f
+        .plugins
+        .get(&Name::from_static("testing"), &Name::from_static("echo"))
+        .unwrap();
     assert_eq!(info.version, "0.1.0", "the old version still serves");
     assert_eq!(
         f.call("echo", "ping", json!(null)).await.unwrap(),

@@ -37,7 +37,7 @@ use crate::store::Store;
 
 pub use host_api::HostContext;
 pub use manifest::{Manifest, ManifestError, PluginKind};
-pub use runtime::{CallError, Prepared, Runtime, RuntimeConfig};
+pub use runtime::{CallError, MemoryBudget, Prepared, Runtime, RuntimeConfig};
 pub use state::PluginState;
 pub use watch::FolderWatcher;
 
@@ -369,6 +369,11 @@ impl Plugins {
     pub fn with_artifact_cache(mut self, dir: PathBuf) -> Self {
         self.artifacts = ArtifactCache::new(Some(dir), self.runtime.engine());
         self
+    }
+
+    /// The host-wide budget for guest memory.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        self.runtime.memory_budget()
     }
 
     /// The folder plugins are kept in, if any.
@@ -988,7 +993,7 @@ impl Plugins {
             serde_json::to_string(input).map_err(|err| CallError::InvalidInput(err.to_string()))?;
         let output = self
             .runtime
-            .invoke(&plugin.prepared, limits, host, capability, &input)
+            .invoke(&plugin.prepared, limits, host, capability, input)
             .await?;
         serde_json::from_str(&output).map_err(|err| CallError::InvalidOutput(err.to_string()))
     }

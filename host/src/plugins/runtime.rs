@@ -7,9 +7,20 @@
 //! call's store, which is then dropped. Time is enforced by epoch
 //! interruption (a ticker thread advances the epoch; the guest yields to tokio
 //! on every tick and is interrupted past its deadline), memory by a
-//! [`ResourceLimiter`] sized from the manifest.
+//! [`ResourceLimiter`] sized from the manifest and charged against one
+//! host-wide [`MemoryBudget`].
+//!
+//! Guest code never runs on the threads that serve the API: every call runs
+//! on the runtime's own pool of threads ([`GuestPool`]), and each team may
+//! run at most half of the pool's threads at once, so that a team whose
+//! plugins spin or eat memory slows its own calls and nobody else's.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{
@@ -95,18 +106,189 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Room for a guest's panic message: enough to explain, small enough to keep.
 const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
 
-/// Sizes of the instance pools, shared by all plugins of one runtime.
+/// Room for what a guest hands the host in one go besides its output (a
+/// key-value write, a log line, an HTTP body chunk), on top of the larger of
+/// its output limit and key-value quota.
+const HOSTCALL_SLACK_BYTES: usize = 1 << 20;
+
+/// Sizes of the instance pools and of the guest thread pool, and the
+/// host-wide budget for guest memory, shared by all plugins of one runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Plugin calls that may hold an instance at the same moment.
     pub max_instances: u32,
+    /// Linear memory all calls together may hold, in bytes. A call whose
+    /// memory would grow past it fails with `memory_limit`.
+    pub guest_memory_bytes: u64,
+    /// Threads that run guest code, apart from the API's.
+    pub guest_threads: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             max_instances: 1000,
+            guest_memory_bytes: default_guest_memory_bytes(),
+            guest_threads: (2 * cores).max(4),
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// The defaults with a smaller instance pool, for tests and benchmarks.
+    pub fn with_instances(max_instances: u32) -> Self {
+        Self {
+            max_instances,
+            ..Self::default()
+        }
+    }
+}
+
+/// Half of the machine's memory (from `/proc/meminfo`), or 2 GiB where that
+/// cannot be read.
+pub fn default_guest_memory_bytes() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        });
+    total_kib.map_or(2 << 30, |kib| kib * 1024 / 2)
+}
+
+/// Guest memory in use by all calls together, against one limit.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes, none used.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `bytes` from the budget if they fit.
+    fn reserve(&self, bytes: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes in use now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// The limit, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// The threads guest code runs on, and each team's share of them.
+struct GuestPool {
+    /// Taken out in `Drop`, where it is shut down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    per_team: usize,
+    shares: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl GuestPool {
+    fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(2);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("guest")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            per_team: threads / 2,
+            shares: Mutex::default(),
+        })
+    }
+
+    fn share_of(&self, team: &str) -> Arc<Semaphore> {
+        self.shares
+            .lock()
+            .expect("guest shares poisoned")
+            .entry(team.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_team)))
+            .clone()
+    }
+
+    /// Runs `call` on the pool within `team`'s share, waiting at most
+    /// `wait` for a place. If the caller stops waiting (its task was
+    /// cancelled), the call is stopped too.
+    async fn run<T: Send + 'static>(
+        &self,
+        team: &str,
+        wait: Duration,
+        call: impl Future<Output = Result<T, CallError>> + Send + 'static,
+    ) -> Result<T, CallError> {
+        let share = self.share_of(team);
+        let team = team.to_owned();
+        let per_team = self.per_team;
+        let task = self.handle.spawn(async move {
+            let _place = tokio::time::timeout(wait, share.acquire_owned())
+                .await
+                .map_err(|_| CallError::TeamBusy { team, per_team })?
+                .map_err(|_| CallError::Host("the guest pool is shutting down".into()))?;
+            call.await
+        });
+        match (AbortOnDrop(task)).await {
+            Ok(outcome) => outcome,
+            Err(err) => Err(CallError::Host(format!("the call's task failed: {err}"))),
+        }
+    }
+}
+
+impl Drop for GuestPool {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A spawned call that is aborted when its waiter goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -131,11 +313,13 @@ pub enum CallError {
     /// The guest trapped (a panic, a stack overflow, an invalid operation).
     #[error("plugin trapped: {0}")]
     Trap(String),
-    /// The guest answered with more bytes than its manifest allows.
-    #[error("plugin output is {size} bytes, over its limit of {limit} bytes")]
+    /// The guest answered with more bytes than its manifest allows (or
+    /// tried to hand the host more in one go than that and its key-value
+    /// quota allow; then the size is not known).
+    #[error("plugin output is {}, over its limit of {limit} bytes", size.map_or("larger than the host accepts".to_owned(), |size| format!("{size} bytes")))]
     OutputTooLarge {
-        /// Bytes returned.
-        size: usize,
+        /// Bytes returned, when they were read.
+        size: Option<usize>,
         /// Bytes allowed.
         limit: u64,
     },
@@ -148,6 +332,23 @@ pub enum CallError {
     /// Every slot for this plugin stayed taken for the whole time limit.
     #[error("plugin is busy: all {0} call slots stayed taken")]
     Busy(u32),
+    /// The team's share of the guest threads stayed taken for the whole
+    /// time limit (its other calls are running).
+    #[error(
+        "team {team:?} already runs {per_team} calls, its share of the guest threads, and none ended in time"
+    )]
+    TeamBusy {
+        /// The team.
+        team: String,
+        /// Calls a team may run at once.
+        per_team: usize,
+    },
+    /// Growing the guest's memory would pass the host-wide budget for guest
+    /// memory.
+    #[error(
+        "the host's guest memory budget of {0} MiB is in use by other calls; this call was stopped"
+    )]
+    HostMemory(u64),
     /// The called export does not exist for this plugin's kind.
     #[error("plugin is a {0:?} plugin and has no such export")]
     WrongKind(PluginKind),
@@ -168,7 +369,8 @@ impl CallError {
             Self::OutputTooLarge { .. } => "output_too_large",
             Self::InvalidOutput(_) => "invalid_output",
             Self::InvalidInput(_) => "invalid_input",
-            Self::Busy(_) => "busy",
+            Self::Busy(_) | Self::TeamBusy { .. } => "busy",
+            Self::HostMemory(_) => "memory_limit",
             Self::WrongKind(_) => "wrong_kind",
             Self::Host(_) => "host_error",
         }
@@ -237,12 +439,16 @@ impl WasiHttpView for CallState {
 struct CallLimiter {
     max_memory_bytes: usize,
     memory_exceeded: bool,
+    budget: Arc<MemoryBudget>,
+    /// Bytes this call holds of the budget; given back on drop.
+    reserved: u64,
+    budget_exceeded: bool,
 }
 
 impl ResourceLimiter for CallLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -250,6 +456,12 @@ impl ResourceLimiter for CallLimiter {
             self.memory_exceeded = true;
             return Ok(false);
         }
+        let growth = desired.saturating_sub(current) as u64;
+        if !self.budget.reserve(growth) {
+            self.budget_exceeded = true;
+            return Ok(false);
+        }
+        self.reserved += growth;
         Ok(true)
     }
 
@@ -264,10 +476,19 @@ impl ResourceLimiter for CallLimiter {
     }
 }
 
-/// The engine, the linker with every host import, and the epoch ticker.
+impl Drop for CallLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.reserved);
+    }
+}
+
+/// The engine, the linker with every host import, the epoch ticker, the
+/// guest threads and the memory budget.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
+    pool: GuestPool,
+    budget: Arc<MemoryBudget>,
 }
 
 impl Runtime {
@@ -302,7 +523,18 @@ impl Runtime {
         bindings::imports::HostImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker })
+        let pool = GuestPool::new(config.guest_threads)?;
+        Ok(Self {
+            engine,
+            linker,
+            pool,
+            budget: Arc::new(MemoryBudget::new(config.guest_memory_bytes)),
+        })
+    }
+
+    /// The host-wide guest memory budget.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// The engine, for compiling components (CPU-heavy: off the executor).
@@ -322,40 +554,6 @@ impl Runtime {
         })
     }
 
-    fn new_store(&self, limits: &Limits, host: HostContext) -> Store<CallState> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-        // Deny by default: no preopened directories, no environment, no
-        // arguments, no network; stdout is discarded and stderr kept only to
-        // explain a panic.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        let state = CallState {
-            wasi,
-            http: WasiHttpCtx::new(),
-            http_gate: HttpGate::new(host.manifest.clone(), host.call_id.clone()),
-            table: ResourceTable::new(),
-            limiter: CallLimiter {
-                max_memory_bytes: (limits.memory_mib << 20) as usize,
-                memory_exceeded: false,
-            },
-            stderr,
-            deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
-            timed_out: false,
-            host,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut store| {
-            let state = store.data_mut();
-            if Instant::now() >= state.deadline {
-                state.timed_out = true;
-                return Ok(UpdateDeadline::Interrupt);
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store
-    }
-
     /// Runs `describe` on a capability plugin.
     pub async fn describe(
         &self,
@@ -366,17 +564,25 @@ impl Runtime {
         let Prepared::Capability(pre) = prepared else {
             return Err(CallError::WrongKind(prepared.kind()));
         };
-        let mut store = self.new_store(limits, host);
-        let outcome = bounded(limits, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_describe(&mut store).await
-        })
-        .await;
-        let infos = settle(&store, limits, outcome)?;
-        Ok(infos
-            .into_iter()
-            .map(|info| (info.name, info.description))
-            .collect())
+        let (pre, limits) = (pre.clone(), limits.clone());
+        let (engine, budget) = (self.engine.clone(), self.budget.clone());
+        let team = host.manifest.team.clone();
+        let wait = Duration::from_millis(limits.timeout_ms);
+        self.pool
+            .run(&team, wait, async move {
+                let mut store = new_store(&engine, &budget, &limits, host);
+                let outcome = bounded(&limits, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_describe(&mut store).await
+                })
+                .await;
+                let infos = settle(&store, &limits, outcome)?;
+                Ok(infos
+                    .into_iter()
+                    .map(|info| (info.name, info.description))
+                    .collect())
+            })
+            .await
     }
 
     /// Runs `invoke` on a capability plugin and returns its JSON output text.
@@ -386,29 +592,90 @@ impl Runtime {
         limits: &Limits,
         host: HostContext,
         capability: &str,
-        input: &str,
+        input: String,
     ) -> Result<String, CallError> {
         let Prepared::Capability(pre) = prepared else {
             return Err(CallError::WrongKind(prepared.kind()));
         };
-        let ctx = host.wit_context();
-        let mut store = self.new_store(limits, host);
-        let outcome = bounded(limits, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance
-                .call_invoke(&mut store, &ctx, capability, input)
-                .await
-        })
-        .await;
-        let output = settle(&store, limits, outcome)?.map_err(CallError::from)?;
-        if output.len() as u64 > limits.max_output_bytes {
-            return Err(CallError::OutputTooLarge {
-                size: output.len(),
-                limit: limits.max_output_bytes,
-            });
-        }
-        Ok(output)
+        let (pre, limits) = (pre.clone(), limits.clone());
+        let (engine, budget) = (self.engine.clone(), self.budget.clone());
+        let team = host.manifest.team.clone();
+        let capability = capability.to_owned();
+        let wait = Duration::from_millis(limits.timeout_ms);
+        self.pool
+            .run(&team, wait, async move {
+                let ctx = host.wit_context();
+                let mut store = new_store(&engine, &budget, &limits, host);
+                let outcome = bounded(&limits, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .call_invoke(&mut store, &ctx, &capability, &input)
+                        .await
+                })
+                .await;
+                let output = settle(&store, &limits, outcome)?.map_err(CallError::from)?;
+                if output.len() as u64 > limits.max_output_bytes {
+                    return Err(CallError::OutputTooLarge {
+                        size: Some(output.len()),
+                        limit: limits.max_output_bytes,
+                    });
+                }
+                Ok(output)
+            })
+            .await
     }
+}
+
+/// A fresh store for one call: its WASI context, limits and deadline.
+fn new_store(
+    engine: &Engine,
+    budget: &Arc<MemoryBudget>,
+    limits: &Limits,
+    host: HostContext,
+) -> Store<CallState> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+    // Deny by default: no preopened directories, no environment, no
+    // arguments, no network; stdout is discarded and stderr kept only to
+    // explain a panic.
+    let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+    // The most a guest may hand the host in one go: its output (or a
+    // key-value value up to its quota) and some room. Past it wasmtime stops
+    // the transfer before allocating, which `settle` reports as an output
+    // that is too large.
+    let largest_transfer = limits
+        .max_output_bytes
+        .max(host.manifest.permissions.kv_quota_bytes.unwrap_or(0))
+        .min(usize::MAX as u64) as usize;
+    let state = CallState {
+        wasi,
+        http: WasiHttpCtx::new(),
+        http_gate: HttpGate::new(host.manifest.clone(), host.call_id.clone()),
+        table: ResourceTable::new(),
+        limiter: CallLimiter {
+            max_memory_bytes: (limits.memory_mib << 20) as usize,
+            memory_exceeded: false,
+            budget: budget.clone(),
+            reserved: 0,
+            budget_exceeded: false,
+        },
+        stderr,
+        deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
+        timed_out: false,
+        host,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_hostcall_fuel(largest_transfer.saturating_add(HOSTCALL_SLACK_BYTES));
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut store| {
+        let state = store.data_mut();
+        if Instant::now() >= state.deadline {
+            state.timed_out = true;
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
 }
 
 impl Prepared {
@@ -450,6 +717,17 @@ fn settle<T>(
     }
     if state.limiter.memory_exceeded {
         return Err(CallError::MemoryLimit(limits.memory_mib));
+    }
+    if state.limiter.budget_exceeded {
+        return Err(CallError::HostMemory(state.limiter.budget.limit() >> 20));
+    }
+    // wasmtime's error for a transfer past the store's hostcall fuel is a
+    // private type; its text is the only thing to recognise it by.
+    if format!("{err:#}").contains("fuel allocated for hostcalls has been exhausted") {
+        return Err(CallError::OutputTooLarge {
+            size: None,
+            limit: limits.max_output_bytes,
+        });
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Err(CallError::Timeout(limits.timeout_ms)),
