@@ -46,7 +46,13 @@ pub struct AppConfig {
     /// Whether requests without a token act as admin: true for a host that
     /// listens on loopback only, where the caller is the local operator.
     pub anonymous_is_admin: bool,
+    /// Requests a second each API token may send on average (bursts of
+    /// twice that); 0 turns the limit off.
+    pub token_rate_per_sec: u32,
 }
+
+/// Requests a second an API token may send by default.
+pub const DEFAULT_TOKEN_RATE_PER_SEC: u32 = 200;
 
 impl AppConfig {
     /// Defaults for a data directory.
@@ -55,6 +61,7 @@ impl AppConfig {
             data_dir: data_dir.into(),
             runtime: RuntimeConfig::default(),
             anonymous_is_admin: true,
+            token_rate_per_sec: DEFAULT_TOKEN_RATE_PER_SEC,
         }
     }
 }
@@ -69,6 +76,8 @@ pub struct App {
     pub tokens: Arc<Tokens>,
     /// Whether requests without a token act as admin.
     pub anonymous_is_admin: bool,
+    /// Requests a second each token may send; 0 for no limit.
+    pub token_rate_per_sec: u32,
     /// Loaded plugins and the sandbox that runs them.
     pub plugins: Arc<Plugins>,
     /// Defined workflows.
@@ -121,6 +130,7 @@ impl App {
         Ok(Arc::new(Self {
             tokens,
             anonymous_is_admin: config.anonymous_is_admin,
+            token_rate_per_sec: config.token_rate_per_sec,
             workers,
             plugins,
             workflows,

@@ -78,6 +78,20 @@ struct ServeArgs {
     /// of the host terminates TLS.
     #[arg(long, conflicts_with = "tls_cert")]
     behind_tls_proxy: bool,
+    /// Linear memory all plugin calls together may hold, in MiB (default:
+    /// half of the machine's memory). A call whose memory would grow past it
+    /// fails with `memory_limit`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(16..))]
+    guest_memory_mib: Option<u64>,
+    /// Threads that run plugin code, apart from the API's (default: twice
+    /// the cores, at least 4); each team may use half of them at once.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=1024))]
+    guest_threads: Option<u32>,
+    /// Requests a second each API token may send on average, in bursts of
+    /// twice that; past it, 429. 0 turns the limit off. Requests without a
+    /// token (the local operator of a loopback host) are not limited.
+    #[arg(long, default_value_t = autoagent::DEFAULT_TOKEN_RATE_PER_SEC)]
+    token_rate_limit: u32,
 }
 
 impl ServeArgs {
@@ -101,7 +115,10 @@ enum TokenCommand {
         /// The team the token acts for.
         #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
         team: Option<autoagent::names::Name>,
-        /// An admin token, acting for every team.
+        /// Its role in the team: `viewer`, `operator` or `admin`.
+        #[arg(long, requires = "team", default_value = "admin", value_parser = parse_role)]
+        role: Role,
+        /// A global admin token, acting for every team.
         #[arg(long)]
         admin: bool,
     },
@@ -151,6 +168,13 @@ enum PluginCommand {
         #[arg(long, value_name = "SECRET")]
         token: Option<String>,
     },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    [Role::Viewer, Role::Operator, Role::Admin]
+        .into_iter()
+        .find(|role| role.as_str() == text)
+        .ok_or_else(|| "expected viewer, operator or admin".to_owned())
 }
 
 fn parse_kind(text: &str) -> Result<PluginKind, String> {
@@ -263,9 +287,10 @@ fn token_command(command: TokenCommand) -> ExitCode {
     let TokenCommand::Create {
         data_dir,
         team,
+        role,
         admin,
     } = command;
-    let role = if admin { Role::Admin } else { Role::Team };
+    let role = if admin { Role::Admin } else { role };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -290,11 +315,14 @@ fn token_command(command: TokenCommand) -> ExitCode {
     });
     match outcome {
         Ok((token, secret)) => {
-            println!(
-                "created {} ({})",
-                token.id,
-                token.team.as_deref().unwrap_or("admin")
-            );
+            match &token.team {
+                Some(team) => println!(
+                    "created {} ({} of team {team})",
+                    token.id,
+                    token.role.as_str()
+                ),
+                None => println!("created {} (global admin)", token.id),
+            }
             println!("{secret}");
             ExitCode::SUCCESS
         }
@@ -330,6 +358,13 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let mut config = AppConfig::new(&args.data_dir);
     config.anonymous_is_admin = listen.ip().is_loopback();
+    config.token_rate_per_sec = args.token_rate_limit;
+    if let Some(mib) = args.guest_memory_mib {
+        config.runtime.guest_memory_bytes = mib << 20;
+    }
+    if let Some(threads) = args.guest_threads {
+        config.runtime.guest_threads = threads as usize;
+    }
     let app = App::open(&config).await?;
     // A host missing both hears about tokens first: TLS matters once there
     // is a token to protect.

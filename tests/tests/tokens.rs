@@ -61,7 +61,8 @@ async fn a_team_token_reaches_its_own_plugins_and_no_others() {
         assert_eq!(reply.status(), 201, "{team}");
     }
 
-    // web cannot list, read, call, replace or remove ops's plugins.
+    // web cannot list, read, call, replace or remove ops's plugins: to its
+    // token they do not exist.
     let ops_probe = host.url("/teams/ops/plugins/probe");
     for (method, url) in [
         ("GET", host.url("/teams/ops/plugins")),
@@ -71,8 +72,8 @@ async fn a_team_token_reaches_its_own_plugins_and_no_others() {
         assert_eq!(
             as_token(&client, method, &url, &web)
                 .await
-                .expect_error(403),
-            "forbidden"
+                .expect_error(404),
+            "not_found"
         );
     }
     let call = |capability: &str, input: Value| {
@@ -94,7 +95,7 @@ async fn a_team_token_reaches_its_own_plugins_and_no_others() {
         }
     };
     let refused = invoke(&web, "ops", call("echo", json!({}))).await;
-    assert_eq!(refused.expect_error(403), "forbidden");
+    assert_eq!(refused.expect_error(404), "not_found");
     let upload = reqwest::Client::new()
         .put(&ops_probe)
         .bearer_auth(&web)
@@ -106,7 +107,7 @@ async fn a_team_token_reaches_its_own_plugins_and_no_others() {
         .send()
         .await
         .unwrap();
-    assert_eq!(upload.status(), 403);
+    assert_eq!(upload.status(), 404);
 
     // Key-value state is each plugin's own: web's probe does not see what
     // ops's probe wrote under the same key.

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod metrics;
 mod plugins;
+mod scope;
 mod system;
 mod tasks;
 mod tokens;
@@ -31,6 +32,7 @@ use crate::App;
 pub use error::{ApiError, ErrorEnvelope};
 pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use metrics::HttpStats;
+pub use scope::Scope;
 
 /// Where every route lives.
 pub const BASE_PATH: &str = "/api/autoagents-management/v1";
@@ -76,7 +78,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
-            app.clone(),
+            (
+                app.clone(),
+                Arc::new(tokens::RateLimits::new(app.token_rate_per_sec)),
+            ),
             tokens::identify,
         ))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
@@ -108,7 +113,7 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
     let response = next.run(request).await;
     let status = response.status();
     if status.is_server_error() {
-        tracing::error!(%method, route = route.as_deref().unwrap_or("-"), status = status.as_u16(), "request failed");
+        tracing::error!(%method, route = %route.as_deref().unwrap_or("-"), status = status.as_u16(), "request failed");
     }
     app.http.record(&method, route.as_deref(), status);
     response

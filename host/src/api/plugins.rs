@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::StatusCode;
@@ -13,9 +12,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
 use super::extract::{ApiJson, ApiPath};
-use super::tokens::require_team;
+use super::scope::Scope;
 use crate::App;
-use crate::auth::Identity;
+use crate::auth::Access;
 use crate::names::Name;
 use crate::plugins::{Caller, PluginInfo};
 
@@ -42,13 +41,20 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     get, path = "/plugins", tag = "plugins",
     responses((status = 200, description = "`data` is the list of plugins", body = Vec<PluginInfo>))
 )]
-async fn list_plugins(
-    State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
-) -> Response {
+async fn list_plugins(State(app): State<Arc<App>>, scope: Scope) -> Response {
     let mut plugins = app.plugins.list(None);
-    plugins.retain(|plugin| identity.may_see(&plugin.team));
+    plugins.retain(|plugin| scope.0.sees_plugins_of(&plugin.team));
     ok(plugins)
+}
+
+/// 404 unless the caller may see `team`'s plugins (its own and the bundled
+/// ones), 403 unless it also has the role for `access`.
+fn check(scope: &Scope, team: &Name, access: Access) -> Result<(), ApiError> {
+    let missing = || ApiError::not_found(format!("there is no team {:?}", team.as_str()));
+    if access == Access::Read && scope.0.sees_plugins_of(team) {
+        return Ok(());
+    }
+    scope.object(team, access, missing)
 }
 
 /// The plugins of one team.
@@ -59,10 +65,10 @@ async fn list_plugins(
 )]
 async fn list_team_plugins(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    scope: Scope,
     ApiPath(team): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
-    require_team(&identity, &team)?;
+    check(&scope, &team, Access::Read)?;
     Ok(ok(app.plugins.list(Some(&team))))
 }
 
@@ -80,10 +86,10 @@ async fn list_team_plugins(
 )]
 async fn get_team_plugin(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    scope: Scope,
     ApiPath((team, name)): ApiPath<(Name, Name)>,
 ) -> Result<Response, ApiError> {
-    require_team(&identity, &team)?;
+    check(&scope, &team, Access::Read)?;
     let info = app.plugins.get(&team, &name).ok_or_else(|| {
         ApiError::not_found(format!("team {team:?} has no plugin named {name:?}"))
     })?;
@@ -123,11 +129,11 @@ struct InvokeRequest {
 )]
 async fn invoke_plugin(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    scope: Scope,
     ApiPath((team, name)): ApiPath<(Name, Name)>,
     ApiJson(request): ApiJson<InvokeRequest>,
 ) -> Result<Response, ApiError> {
-    require_team(&identity, &team)?;
+    check(&scope, &team, Access::Operate)?;
     let caller = Caller {
         worker_id: request.worker_id.map(String::from),
         subject_id: None,
@@ -235,11 +241,13 @@ impl<S: Send + Sync> FromRequest<S> for PluginUpload {
 )]
 async fn upload_plugin(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    scope: Scope,
     ApiPath((team, name)): ApiPath<(Name, Name)>,
-    upload: PluginUpload,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    require_team(&identity, &team)?;
+    // Check who is calling before reading up to 64 MiB of their form.
+    check(&scope, &team, Access::Manage)?;
+    let upload = PluginUpload::from_request(request, &()).await?;
     let uploaded = app
         .plugins
         .upload(&team, &name, upload.manifest, upload.component)
@@ -267,9 +275,9 @@ async fn upload_plugin(
 )]
 async fn delete_plugin(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    scope: Scope,
     ApiPath((team, name)): ApiPath<(Name, Name)>,
 ) -> Result<Response, ApiError> {
-    require_team(&identity, &team)?;
+    check(&scope, &team, Access::Manage)?;
     Ok(ok(app.plugins.remove(&team, &name).await?))
 }

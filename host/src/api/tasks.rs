@@ -9,9 +9,11 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::scope::Scope;
 use crate::App;
+use crate::auth::Access;
 use crate::names::Name;
-use crate::tasks::{NewTask, Task, TaskPage, TaskQuery};
+use crate::tasks::{NewTask, Task, TaskError, TaskPage, TaskQuery};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -31,9 +33,11 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
 )]
 async fn submit_task(
     State(app): State<Arc<App>>,
-    ApiJson(new): ApiJson<NewTask>,
+    scope: Scope,
+    ApiJson(mut new): ApiJson<NewTask>,
 ) -> Result<Response, ApiError> {
-    Ok(created(app.tasks.submit(new).await?))
+    let team = scope.team_for(new.team.take(), Access::Operate)?;
+    Ok(created(app.tasks.submit(team, new).await?))
 }
 
 /// Tasks, oldest first, filtered and paged.
@@ -47,9 +51,10 @@ async fn submit_task(
 )]
 async fn list_tasks(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiQuery(query): ApiQuery<TaskQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(app.tasks.list(&query)?))
+    Ok(ok(app.tasks.list(&query, &|team| scope.sees(team))?))
 }
 
 /// One task, with its result or error, and why it waits if it does.
@@ -63,9 +68,27 @@ async fn list_tasks(
 )]
 async fn get_task(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(app.tasks.get(&id)?))
+    Ok(ok(visible_task(&app, &scope, &id, Access::Read)?))
+}
+
+/// The task `id` if the caller may do `access` to it; another team's task
+/// is as missing as one that does not exist.
+pub(super) fn visible_task(
+    app: &App,
+    scope: &Scope,
+    id: &Name,
+    access: Access,
+) -> Result<Task, ApiError> {
+    let missing = || ApiError::from(TaskError::NotFound(id.to_string()));
+    let task = app.tasks.get(id).map_err(|err| match err {
+        TaskError::NotFound(_) => missing(),
+        other => ApiError::from(other),
+    })?;
+    scope.object(&task.team, access, missing)?;
+    Ok(task)
 }
 
 /// Cancels a queued or running task; a running task's call is stopped.
@@ -80,7 +103,9 @@ async fn get_task(
 )]
 async fn cancel_task(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
+    visible_task(&app, &scope, &id, Access::Operate)?;
     Ok(ok(app.tasks.cancel(&id).await?))
 }

@@ -3,19 +3,23 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
+use std::num::NonZeroU32;
+
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
 use super::extract::{ApiJson, ApiPath};
+use super::scope::{Scope, forbidden};
 use crate::App;
-use crate::auth::{Identity, Role, Token, TokenError};
+use crate::auth::{Access, Identity, Role, Token, TokenError};
 use crate::names::Name;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
@@ -24,10 +28,50 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(revoke_token))
 }
 
+/// Request rates per token: each token may send `rate` requests a second on
+/// average, in bursts of up to twice that. The local operator of a loopback
+/// host (no token) is not limited.
+pub(super) struct RateLimits {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl RateLimits {
+    /// Limits of `per_second` requests per token; 0 turns them off.
+    pub(super) fn new(per_second: u32) -> Self {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not 0"));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Self { limiter }
+    }
+
+    fn check(&self, identity: &Identity) -> Result<(), ApiError> {
+        let (Some(limiter), false) = (&self.limiter, *identity == Identity::Local) else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&identity.token_id().to_owned())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "token {} sent more requests than its rate limit allows; retry in {} ms",
+                        identity.token_id(),
+                        wait.as_millis().max(1)
+                    ),
+                )
+            })
+    }
+}
+
 /// Finds out who is calling and hands the [`Identity`] to the handlers:
 /// `Authorization: Bearer <token>`, or no header at all on a loopback host.
+/// Applies the token's rate limit, and logs every write with the token's
+/// id, team and role (never its secret).
 pub(super) async fn identify(
-    State(app): State<Arc<App>>,
+    State((app, limits)): State<(Arc<App>, Arc<RateLimits>)>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -44,39 +88,33 @@ pub(super) async fn identify(
                 .authenticate(secret.trim())
                 .ok_or_else(|| unauthorized("unknown or revoked token"))?
         }
-        None if app.anonymous_is_admin => Identity::Admin,
+        None if app.anonymous_is_admin => Identity::Local,
         None => {
             return Err(unauthorized(
                 "this host requires `Authorization: Bearer <token>` on every request",
             ));
         }
     };
-    request.extensions_mut().insert(identity);
-    Ok(next.run(request).await)
-}
-
-/// 403 unless `identity` may act for `team`.
-pub(super) fn require_team(identity: &Identity, team: &str) -> Result<(), ApiError> {
-    if identity.may_act_for(team) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this token does not act for team {team:?}"),
-        ))
+    limits.check(&identity)?;
+    let write = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    request.extensions_mut().insert(identity.clone());
+    let response = next.run(request).await;
+    if write {
+        tracing::info!(
+            token_id = %identity.token_id(),
+            team = %identity.team(),
+            role = %identity.role().as_str(),
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            "write request"
+        );
     }
-}
-
-fn require_admin(identity: &Identity) -> Result<(), ApiError> {
-    match identity {
-        Identity::Admin => Ok(()),
-        Identity::Team(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only an admin token manages tokens",
-        )),
-    }
+    Ok(response)
 }
 
 impl From<TokenError> for ApiError {
@@ -93,9 +131,9 @@ impl From<TokenError> for ApiError {
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewToken {
-    /// `admin` or `team`.
+    /// `viewer`, `operator` or `admin` (`team` is read as `admin`).
     role: Role,
-    /// The team a `team` token acts for.
+    /// The team it acts for; leave it out for a global admin token.
     team: Option<Name>,
 }
 
@@ -109,28 +147,34 @@ struct CreatedToken {
     secret: String,
 }
 
-/// Creates an API token (admin only). The secret is in this answer only.
+/// Creates an API token. A global admin creates any; a team admin creates
+/// tokens of its own team. The secret is in this answer only.
 #[utoipa::path(
     post, path = "/tokens", tag = "tokens",
     request_body = NewToken,
     responses(
         (status = 201, description = "`data` is the token and its secret", body = CreatedToken),
-        (status = 403, description = "Not an admin", body = super::ErrorEnvelope),
+        (status = 403, description = "Not an admin of the token's team", body = super::ErrorEnvelope),
         (status = 422, description = "Bad role or team", body = super::ErrorEnvelope),
     )
 )]
 async fn create_token(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    scope: Scope,
     ApiJson(request): ApiJson<NewToken>,
 ) -> Result<Response, ApiError> {
-    require_admin(&identity)?;
-    let (mut token, secret) = app.tokens.create(request.role, request.team).await?;
+    let team = match request.team {
+        Some(team) => Some(scope.team_for(Some(team), Access::Manage)?),
+        None if scope.is_global_admin() => None,
+        None => return Err(forbidden("only a global admin creates global admin tokens")),
+    };
+    let (mut token, secret) = app.tokens.create(request.role, team).await?;
     token.secret_sha256.clear();
     Ok(created(CreatedToken { token, secret }))
 }
 
-/// Every token, without secrets (admin only).
+/// The tokens the caller manages, without secrets: every token for a global
+/// admin, its team's for a team admin.
 #[utoipa::path(
     get, path = "/tokens", tag = "tokens",
     responses(
@@ -138,30 +182,40 @@ async fn create_token(
         (status = 403, description = "Not an admin", body = super::ErrorEnvelope),
     )
 )]
-async fn list_tokens(
-    State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
-) -> Result<Response, ApiError> {
-    require_admin(&identity)?;
-    Ok(ok(app.tokens.list()))
+async fn list_tokens(State(app): State<Arc<App>>, scope: Scope) -> Result<Response, ApiError> {
+    if !scope.is_global_admin() && scope.0.role() != Role::Admin {
+        return Err(forbidden("only admins manage tokens"));
+    }
+    let mut tokens = app.tokens.list();
+    tokens.retain(|token| match &token.team {
+        Some(team) => scope.0.allows(team, Access::Manage),
+        None => scope.is_global_admin(),
+    });
+    Ok(ok(tokens))
 }
 
-/// Revokes a token (admin only); requests carrying it are refused from now on.
+/// Revokes a token; requests carrying it are refused from now on.
 #[utoipa::path(
     delete, path = "/tokens/{id}", tag = "tokens",
     params(("id" = Name, Path, description = "Token id, `tok_…`")),
     responses(
         (status = 200, description = "Revoked"),
-        (status = 403, description = "Not an admin", body = super::ErrorEnvelope),
+        (status = 403, description = "Not an admin of the token's team", body = super::ErrorEnvelope),
         (status = 404, description = "No such token", body = super::ErrorEnvelope),
     )
 )]
 async fn revoke_token(
     State(app): State<Arc<App>>,
-    Extension(identity): Extension<Identity>,
+    scope: Scope,
     ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
-    require_admin(&identity)?;
+    let missing = || ApiError::from(TokenError::NotFound(id.to_string()));
+    let token = app.tokens.get(&id).ok_or_else(missing)?;
+    match &token.team {
+        Some(team) => scope.object(team, Access::Manage, missing)?,
+        None if scope.is_global_admin() => {}
+        None => return Err(missing()),
+    }
     app.tokens.revoke(&id).await?;
     Ok(ok(serde_json::json!({ "id": id, "revoked": true })))
 }

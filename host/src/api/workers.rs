@@ -9,9 +9,11 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
 use super::extract::{ApiJson, ApiPath};
+use super::scope::Scope;
 use crate::App;
+use crate::auth::Access;
 use crate::names::Name;
-use crate::workers::{NewWorker, WorkerView, resolve};
+use crate::workers::{NewWorker, WorkerError, WorkerView, resolve};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -32,9 +34,11 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
 )]
 async fn register_worker(
     State(app): State<Arc<App>>,
-    ApiJson(new): ApiJson<NewWorker>,
+    scope: Scope,
+    ApiJson(mut new): ApiJson<NewWorker>,
 ) -> Result<Response, ApiError> {
-    let worker = app.workers.register(new).await?;
+    let team = scope.team_for(new.team.take(), Access::Manage)?;
+    let worker = app.workers.register(team, new).await?;
     app.tasks.poke();
     Ok(created(resolve(worker, &app.plugins, 0)))
 }
@@ -44,11 +48,12 @@ async fn register_worker(
     get, path = "/workers", tag = "workers",
     responses((status = 200, description = "`data` is the list of workers", body = Vec<WorkerView>))
 )]
-async fn list_workers(State(app): State<Arc<App>>) -> Response {
+async fn list_workers(State(app): State<Arc<App>>, scope: Scope) -> Response {
     let views: Vec<WorkerView> = app
         .workers
         .list()
         .into_iter()
+        .filter(|worker| scope.sees(&worker.team))
         .map(|worker| {
             let active = app.tasks.active_on(&worker.id);
             resolve(worker, &app.plugins, active)
@@ -68,11 +73,26 @@ async fn list_workers(State(app): State<Arc<App>>) -> Response {
 )]
 async fn get_worker(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
-    let worker = app.workers.get(&id)?;
+    let worker = visible_worker(&app, &scope, &id, Access::Read)?;
     let active = app.tasks.active_on(&id);
     Ok(ok(resolve(worker, &app.plugins, active)))
+}
+
+/// The worker `id` if the caller may do `access` to it; another team's
+/// worker is as missing as one that does not exist.
+fn visible_worker(
+    app: &App,
+    scope: &Scope,
+    id: &Name,
+    access: Access,
+) -> Result<crate::workers::Worker, ApiError> {
+    let missing = || ApiError::from(WorkerError::NotFound(id.to_string()));
+    let worker = app.workers.get(id).map_err(|_| missing())?;
+    scope.object(&worker.team, access, missing)?;
+    Ok(worker)
 }
 
 /// What a worker restart did.
@@ -97,9 +117,10 @@ struct Restarted {
 )]
 async fn restart_worker(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiPath(id): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
-    let worker = app.workers.get(&id)?;
+    let worker = visible_worker(&app, &scope, &id, Access::Operate)?;
     let requeued_tasks = app.tasks.restart_worker(&id).await;
     Ok(ok(Restarted {
         worker_id: worker.id,

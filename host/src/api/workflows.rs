@@ -12,10 +12,13 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
 use super::extract::{ApiJson, ApiPath};
+use super::scope::Scope;
+use super::tasks::visible_task;
 use crate::App;
+use crate::auth::Access;
 use crate::names::Name;
 use crate::tasks::{NewTask, Priority, Task, TaskStatus};
-use crate::workflows::{NewWorkflow, Workflow};
+use crate::workflows::{NewWorkflow, Workflow, WorkflowError};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -30,8 +33,35 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     get, path = "/workflows", tag = "workflows",
     responses((status = 200, description = "`data` is the list of workflows", body = Vec<Workflow>))
 )]
-async fn list_workflows(State(app): State<Arc<App>>) -> Response {
-    ok(app.workflows.list())
+async fn list_workflows(State(app): State<Arc<App>>, scope: Scope) -> Response {
+    let mut workflows = app.workflows.list();
+    workflows.retain(|workflow| workflow.built_in || scope.sees(&workflow.team));
+    ok(workflows)
+}
+
+/// The workflow `name` if the caller may do `access` to it. Built-in
+/// workflows are visible to everyone; another team's workflow is as missing
+/// as one that does not exist.
+fn visible_workflow(
+    app: &App,
+    scope: &Scope,
+    name: &Name,
+    access: Access,
+) -> Result<Workflow, ApiError> {
+    let missing = || ApiError::from(WorkflowError::NotFound(name.to_string()));
+    let workflow = app.workflows.get(name).map_err(|_| missing())?;
+    if workflow.built_in && access == Access::Read {
+        return Ok(workflow);
+    }
+    if workflow.built_in && !scope.sees(&workflow.team) {
+        // Everyone sees it, so the answer is about the role, not existence.
+        return Err(super::scope::forbidden(format!(
+            "workflow {:?} runs for team {:?}, which this token does not act for",
+            workflow.name, workflow.team
+        )));
+    }
+    scope.object(&workflow.team, access, missing)?;
+    Ok(workflow)
 }
 
 /// One workflow.
@@ -45,9 +75,10 @@ async fn list_workflows(State(app): State<Arc<App>>) -> Response {
 )]
 async fn get_workflow(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiPath(name): ApiPath<Name>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(app.workflows.get(&name)?))
+    Ok(ok(visible_workflow(&app, &scope, &name, Access::Read)?))
 }
 
 /// Defines a workflow of a team.
@@ -62,9 +93,11 @@ async fn get_workflow(
 )]
 async fn define_workflow(
     State(app): State<Arc<App>>,
-    ApiJson(new): ApiJson<NewWorkflow>,
+    scope: Scope,
+    ApiJson(mut new): ApiJson<NewWorkflow>,
 ) -> Result<Response, ApiError> {
-    Ok(created(app.workflows.define(new).await?))
+    let team = scope.team_for(new.team.take(), Access::Manage)?;
+    Ok(created(app.workflows.define(team, new).await?))
 }
 
 /// What `POST /workflows/{name}/execute` takes.
@@ -117,22 +150,27 @@ impl Execution {
 )]
 async fn execute_workflow(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiPath(name): ApiPath<Name>,
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
-    let workflow = app.workflows.get(&name)?;
+    let workflow = visible_workflow(&app, &scope, &name, Access::Operate)?;
+    let team = Name::parse(&workflow.team).map_err(ApiError::internal)?;
     let task = app
         .tasks
-        .submit(NewTask {
-            kind: workflow.worker_type,
-            priority: request.priority,
-            data: request.data,
-            workflow: Some(name),
-            capability: None,
-            deadline: None,
-            max_attempts: None,
-            team: Name::parse(&workflow.team).ok(),
-        })
+        .submit(
+            team,
+            NewTask {
+                kind: workflow.worker_type,
+                priority: request.priority,
+                data: request.data,
+                workflow: Some(name),
+                capability: None,
+                deadline: None,
+                max_attempts: None,
+                team: None,
+            },
+        )
         .await?;
     Ok(created(Execution::of(task)))
 }
@@ -151,9 +189,10 @@ async fn execute_workflow(
 )]
 async fn get_execution(
     State(app): State<Arc<App>>,
+    scope: Scope,
     ApiPath((name, id)): ApiPath<(Name, Name)>,
 ) -> Result<Response, ApiError> {
-    let task = app.tasks.get(&id)?;
+    let task = visible_task(&app, &scope, &id, Access::Read)?;
     if task.workflow.as_deref() != Some(name.as_str()) {
         return Err(ApiError::not_found(format!(
             "workflow {name:?} has no execution {id:?}"

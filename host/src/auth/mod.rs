@@ -21,14 +21,57 @@ use crate::store::{Batch, Store, StoreError, Table};
 
 const TOKENS: &str = "api_tokens";
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// What a token may do for its team; a token without a team and the role
+/// `admin` is a global admin.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Everything, for every team, including managing tokens.
+    /// Reads the team's workers, tasks, workflows and plugins.
+    Viewer,
+    /// Also submits and cancels tasks, runs workflows, calls plugins and
+    /// restarts workers.
+    Operator,
+    /// Everything of the team: also registers workers, defines workflows,
+    /// uploads and removes plugins, and manages the team's tokens. Without a
+    /// team: everything, for every team. (`team`, the one role of earlier
+    /// versions, reads as `admin`.)
+    #[serde(alias = "team")]
     Admin,
-    /// Everything for its own team.
-    Team,
+}
+
+impl Role {
+    /// The word the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// What a request wants to do with a team's objects; each needs a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read.
+    Read,
+    /// Run things: tasks, workflows, plugin calls, worker restarts.
+    Operate,
+    /// Change what exists: workers, workflows, plugins, tokens.
+    Manage,
+}
+
+impl Access {
+    /// The least role that grants this access.
+    pub fn needs(self) -> Role {
+        match self {
+            Self::Read => Role::Viewer,
+            Self::Operate => Role::Operator,
+            Self::Manage => Role::Admin,
+        }
+    }
 }
 
 /// A stored token, without its secret.
@@ -39,7 +82,7 @@ pub struct Token {
     pub id: String,
     /// What it may do.
     pub role: Role,
-    /// The team a `team` token acts for.
+    /// The team it acts for; none for a global admin.
     pub team: Option<String>,
     /// When it was created.
     pub created_at: Timestamp,
@@ -52,26 +95,75 @@ pub struct Token {
 /// Who is making a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
-    /// An admin token, or the local operator of a loopback host.
-    Admin,
+    /// The local operator of a loopback host, without a token: a global
+    /// admin.
+    Local,
+    /// A global admin token.
+    Admin {
+        /// The token's id.
+        token_id: String,
+    },
     /// A token of one team.
-    Team(String),
+    Team {
+        /// The token's id.
+        token_id: String,
+        /// The team.
+        team: String,
+        /// Its role there.
+        role: Role,
+    },
 }
 
 impl Identity {
-    /// Whether this caller may act for `team`: read, call, replace or
-    /// remove its plugins.
-    pub fn may_act_for(&self, team: &str) -> bool {
+    /// Whether this caller acts for every team.
+    pub fn is_global_admin(&self) -> bool {
+        matches!(self, Self::Local | Self::Admin { .. })
+    }
+
+    /// Whether this caller may do `access` to `team`'s objects.
+    pub fn allows(&self, team: &str, access: Access) -> bool {
         match self {
-            Self::Admin => true,
-            Self::Team(own) => own == team,
+            Self::Local | Self::Admin { .. } => true,
+            Self::Team {
+                team: own, role, ..
+            } => own == team && *role >= access.needs(),
         }
+    }
+
+    /// Whether this caller may see `team`'s objects at all. Objects it may
+    /// not see answer 404, so their ids do not leak.
+    pub fn sees(&self, team: &str) -> bool {
+        self.allows(team, Access::Read)
     }
 
     /// Whether this caller may see `team`'s plugins in a list: its own and
     /// the bundled ones everybody uses.
-    pub fn may_see(&self, team: &str) -> bool {
-        self.may_act_for(team) || team == crate::plugins::CORE_TEAM
+    pub fn sees_plugins_of(&self, team: &str) -> bool {
+        self.sees(team) || team == crate::plugins::CORE_TEAM
+    }
+
+    /// The token's id, for the log; `-` for the local operator.
+    pub fn token_id(&self) -> &str {
+        match self {
+            Self::Local => "-",
+            Self::Admin { token_id } | Self::Team { token_id, .. } => token_id,
+        }
+    }
+
+    /// The team the caller acts for; `*` for a global admin.
+    pub fn team(&self) -> &str {
+        match self {
+            Self::Local | Self::Admin { .. } => "*",
+            Self::Team { team, .. } => team,
+        }
+    }
+
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        match self {
+            Self::Local | Self::Admin { .. } => Role::Admin,
+            Self::Team { role, .. } => *role,
+        }
     }
 }
 
@@ -124,16 +216,11 @@ impl Tokens {
         role: Role,
         team: Option<Name>,
     ) -> Result<(Token, String), TokenError> {
-        match (role, &team) {
-            (Role::Team, None) => {
-                return Err(TokenError::Invalid("a team token needs a `team`".into()));
-            }
-            (Role::Admin, Some(_)) => {
-                return Err(TokenError::Invalid(
-                    "an admin token acts for every team; leave `team` out".into(),
-                ));
-            }
-            _ => {}
+        if team.is_none() && role != Role::Admin {
+            return Err(TokenError::Invalid(format!(
+                "a {} token acts for one team and needs a `team`",
+                role.as_str()
+            )));
         }
         let secret = format!("aat_{}", random_hex(24));
         let token = Token {
@@ -148,8 +235,13 @@ impl Tokens {
             .write()
             .expect("tokens poisoned")
             .insert(token.secret_sha256.clone(), token.clone());
-        tracing::info!(token_id = %token.id, role = ?token.role, team = token.team.as_deref().unwrap_or("-"), "API token created");
+        tracing::info!(token_id = %token.id, role = %token.role.as_str(), team = %token.team.as_deref().unwrap_or("*"), "API token created");
         Ok((token, secret))
+    }
+
+    /// One token, without its secret.
+    pub fn get(&self, id: &str) -> Option<Token> {
+        self.list().into_iter().find(|token| token.id == id)
     }
 
     /// Every token, without secrets, oldest first.
@@ -194,9 +286,15 @@ impl Tokens {
     pub fn authenticate(&self, secret: &str) -> Option<Identity> {
         let tokens = self.by_secret.read().expect("tokens poisoned");
         let token = tokens.get(&sha256_hex(secret.as_bytes()))?;
-        Some(match (&token.role, &token.team) {
-            (Role::Team, Some(team)) => Identity::Team(team.clone()),
-            _ => Identity::Admin,
+        Some(match &token.team {
+            Some(team) => Identity::Team {
+                token_id: token.id.clone(),
+                team: team.clone(),
+                role: token.role,
+            },
+            None => Identity::Admin {
+                token_id: token.id.clone(),
+            },
         })
     }
 }
@@ -206,11 +304,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn teams_act_for_themselves_and_see_core() {
-        let ops = Identity::Team("ops".into());
-        assert!(ops.may_act_for("ops") && !ops.may_act_for("web"));
-        assert!(ops.may_see("core") && !ops.may_see("web"));
-        assert!(!ops.may_act_for("core"));
-        assert!(Identity::Admin.may_act_for("web"));
+    fn roles_grant_in_order_and_only_for_their_team() {
+        let as_role = |role| Identity::Team {
+            token_id: "tok_1".into(),
+            team: "ops".into(),
+            role,
+        };
+        let viewer = as_role(Role::Viewer);
+        assert!(viewer.allows("ops", Access::Read));
+        assert!(!viewer.allows("ops", Access::Operate));
+        let operator = as_role(Role::Operator);
+        assert!(operator.allows("ops", Access::Operate));
+        assert!(!operator.allows("ops", Access::Manage));
+        let admin = as_role(Role::Admin);
+        assert!(admin.allows("ops", Access::Manage));
+        assert!(!admin.allows("web", Access::Read));
+        assert!(admin.sees_plugins_of("core") && !admin.sees_plugins_of("web"));
+        assert!(Identity::Local.allows("web", Access::Manage));
+    }
+
+    #[test]
+    fn the_old_team_role_reads_as_team_admin() {
+        let role: Role = serde_json::from_str("\"team\"").unwrap();
+        assert_eq!(role, Role::Admin);
     }
 }

@@ -137,7 +137,7 @@ fn answer_panic(payload: Box<dyn Any + Send + 'static>) -> Response {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a panic without a message)");
-    tracing::error!(panic = message, "request handler panicked");
+    tracing::error!(panic = %message, "request handler panicked");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",

@@ -224,7 +224,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             match self.decode(&key, &bytes) {
                 Ok(record) => good.push(record),
                 Err(err) => {
-                    tracing::error!(table = self.name, key = %key, error = %err, "stored record does not decode; left out");
+                    tracing::error!(table = %self.name, key = %key, error = %err, "stored record does not decode; left out");
                     corrupt.push((key, bytes));
                 }
             }
@@ -245,7 +245,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         let mut batch = Batch::new();
         for (key, bytes) in corrupt {
             tracing::error!(
-                table = self.name,
+                table = %self.name,
                 key = %key,
                 set_aside = %format!("{SET_ASIDE}/{}/{key}", self.name),
                 "a stored record could not be decoded and was set aside"

@@ -185,6 +185,8 @@ pub struct TaskQuery {
     pub priority: Option<Priority>,
     /// Only tasks this worker runs or ran last.
     pub worker: Option<String>,
+    /// Only tasks of this team.
+    pub team: Option<Name>,
     /// Page size (default 50, at most 500).
     pub limit: Option<usize>,
     /// Tasks to skip.

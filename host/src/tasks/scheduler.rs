@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 
 use super::{NewTask, Priority, Task, TaskError, TaskPage, TaskQuery, TaskStatus};
 use crate::clock::Timestamp;
-use crate::names::DEFAULT_TEAM;
+use crate::names::Name;
 use crate::plugins::{Caller, Plugins};
 use crate::store::{Batch, Store, Table};
 use crate::workers::{Worker, WorkerStatus, Workers};
@@ -186,8 +186,9 @@ impl Tasks {
         self.wake.notify_one();
     }
 
-    /// Accepts a task; durable and queued when it returns.
-    pub async fn submit(&self, new: NewTask) -> Result<Task, TaskError> {
+    /// Accepts a task of `team` (the caller's scope decided it; the body's
+    /// `team` is not read here); durable and queued when it returns.
+    pub async fn submit(&self, team: Name, new: NewTask) -> Result<Task, TaskError> {
         self.validate(&new)?;
         let now = Timestamp::now();
         let n = self.next_id.fetch_add(1, Ordering::Relaxed) % 10_000;
@@ -198,9 +199,7 @@ impl Tasks {
             data: new.data,
             workflow: new.workflow.map(String::from),
             capability: new.capability.map(String::from),
-            team: new
-                .team
-                .map_or_else(|| DEFAULT_TEAM.to_owned(), String::from),
+            team: team.into(),
             deadline: new.deadline,
             attempts: 0,
             max_attempts: new.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
@@ -272,14 +271,26 @@ impl Tasks {
         Ok(task)
     }
 
-    /// A filtered page of tasks, oldest first.
-    pub fn list(&self, query: &TaskQuery) -> Result<TaskPage, TaskError> {
+    /// A filtered page of the tasks of the teams `visible` admits, oldest
+    /// first.
+    pub fn list(
+        &self,
+        query: &TaskQuery,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<TaskPage, TaskError> {
         let limit = query.limit.unwrap_or(50).clamp(1, 500);
         let offset = query.offset.unwrap_or(0);
         let mut matching: Vec<Task> = self
             .table
             .list()?
             .into_iter()
+            .filter(|t| visible(&t.team))
+            .filter(|t| {
+                query
+                    .team
+                    .as_ref()
+                    .is_none_or(|team| t.team == team.as_str())
+            })
             .filter(|t| query.status.is_none_or(|s| t.status == s))
             .filter(|t| query.kind.as_ref().is_none_or(|k| &t.kind == k))
             .filter(|t| query.priority.is_none_or(|p| t.priority == p))

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::names::{DEFAULT_TEAM, Name};
+use crate::names::Name;
 use crate::plugins::Plugins;
 use crate::store::{Op, Store, StoreError, Table};
 
@@ -159,8 +159,9 @@ impl Workers {
         })
     }
 
-    /// Registers a worker; durable when it returns.
-    pub async fn register(&self, new: NewWorker) -> Result<Worker, WorkerError> {
+    /// Registers a worker of `team` (the caller's scope decided it; the
+    /// body's `team` is not read here); durable when it returns.
+    pub async fn register(&self, team: Name, new: NewWorker) -> Result<Worker, WorkerError> {
         validate(&new)?;
         let now = Timestamp::now();
         let worker = Worker {
@@ -168,9 +169,7 @@ impl Workers {
             name: new.name,
             kind: new.kind,
             capabilities: new.capabilities.into_iter().map(String::from).collect(),
-            team: new
-                .team
-                .map_or_else(|| DEFAULT_TEAM.to_owned(), String::from),
+            team: team.into(),
             concurrency: new.concurrency.unwrap_or(1),
             status: WorkerStatus::Idle,
             tasks_completed: 0,

@@ -164,8 +164,9 @@ impl Workflows {
             .ok_or_else(|| WorkflowError::NotFound(name.to_owned()))
     }
 
-    /// Defines a workflow; durable when it returns.
-    pub async fn define(&self, new: NewWorkflow) -> Result<Workflow, WorkflowError> {
+    /// Defines a workflow of `team` (the caller's scope decided it; the
+    /// body's `team` is not read here); durable when it returns.
+    pub async fn define(&self, team: Name, new: NewWorkflow) -> Result<Workflow, WorkflowError> {
         validate(&new)?;
         if self.get(&new.name).is_ok() {
             return Err(WorkflowError::AlreadyExists(new.name.into()));
@@ -174,9 +175,7 @@ impl Workflows {
             name: new.name.into(),
             description: new.description,
             worker_type: new.worker_type,
-            team: new
-                .team
-                .map_or_else(|| DEFAULT_TEAM.to_owned(), String::from),
+            team: team.into(),
             steps: new.steps,
             built_in: false,
             created_at: Timestamp::now(),
