@@ -432,8 +432,12 @@ async fn a_folder_in_the_reserved_core_team_never_touches_the_bundled_plugin() {
     );
 
     std::fs::remove_dir_all(&dir).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let info = client.get(&url).await.expect_ok(200);
+    // The removal is seen when the refused folder's error is forgotten.
+    let info = eventually(10, "the folder's removal to be seen", || async {
+        let info = client.get(&url).await.expect_ok(200);
+        info["lastError"].is_null().then_some(info)
+    })
+    .await;
     assert_eq!(
         (&info["state"], &info["version"]),
         (&json!("loaded"), &json!("0.1.0"))

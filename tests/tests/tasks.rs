@@ -289,13 +289,25 @@ async fn a_task_past_its_deadline_times_out_queued_or_running() {
     let task = terminal(&client, &host, &queued).await;
     assert_eq!(task["status"], "timed_out");
 
-    // Running: a slow call is stopped at the deadline.
-    register(&client, &host, json!({"id": "S1", "name": "s", "type": "SLOW", "capabilities": ["sleepish"], "team": "testing"})).await;
-    let running = submit(&client, &host, json!({"type": "SLOW", "capability": "sleepish", "team": "testing", "data": {"ms": 900}, "deadline": soon(1000)})).await;
+    // Running: an endless call is stopped at the deadline, before its own
+    // time limit (1 s) would stop it. It ran (one attempt), and it ended
+    // well before that limit, so the deadline is what stopped it.
+    register(&client, &host, json!({"id": "S1", "name": "s", "type": "SLOW", "capabilities": ["spin"], "team": "testing"})).await;
+    let running = submit(&client, &host, json!({"type": "SLOW", "capability": "spin", "team": "testing", "maxAttempts": 1, "deadline": soon(500)})).await;
     let task = terminal(&client, &host, &running).await;
+    assert_eq!(task["status"], "timed_out", "{task}");
+    assert_eq!(task["attempts"], 1, "{task}");
+    let millis = |field: &str| {
+        let text = task[field].as_str().unwrap();
+        OffsetDateTime::parse(text, &Rfc3339)
+            .unwrap()
+            .unix_timestamp_nanos()
+            / 1_000_000
+    };
+    let ran = millis("finishedAt") - millis("startedAt");
     assert!(
-        task["status"] == "timed_out" || task["status"] == "succeeded",
-        "{task}"
+        ran < 1000,
+        "stopped by its own time limit, not the deadline: {task}"
     );
     // Dates alone mean the end of that day; a past one times out at once.
     let past = submit(
@@ -486,9 +498,11 @@ async fn kill_9_under_a_stream_of_submissions_loses_nothing() {
     let client = Client::new();
     register(&client, &host, json!({"id": "E1", "name": "e", "type": "ECHO", "capabilities": ["echo"], "team": "testing", "concurrency": 4})).await;
     let url = host.url("/tasks");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let url = url.clone();
+            let accepted = accepted.clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let mut acknowledged = Vec::new();
@@ -500,12 +514,17 @@ async fn kill_9_under_a_stream_of_submissions_loses_nothing() {
                     }
                     let Ok(task) = response.json::<Value>().await else { break };
                     acknowledged.push(task["data"]["id"].as_str().unwrap().to_owned());
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 acknowledged
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Crash once the stream is well under way.
+    eventually(30, "submissions to be flowing", || async {
+        (accepted.load(std::sync::atomic::Ordering::Relaxed) >= 50).then_some(())
+    })
+    .await;
     host.kill9();
     let mut acknowledged = Vec::new();
     for writer in writers {
