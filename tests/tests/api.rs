@@ -244,10 +244,11 @@ async fn metrics_come_as_json_and_as_prometheus_text() {
         ), "{}", reply.text);
         assert!(reply.text.trim_end().ends_with("# EOF"));
     }
-    client
+    let code = client
         .get(&host.url("/metrics?format=xml"))
         .await
-        .expect_error(422);
+        .expect_error(400);
+    assert_eq!(code, "invalid_query");
 }
 
 #[tokio::test]

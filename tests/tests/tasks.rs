@@ -209,7 +209,7 @@ async fn a_task_waits_for_a_worker_whose_capabilities_cover_it_and_says_why() {
     let id = submit(
         &client,
         &host,
-        json!({"type": "ECHO", "capability": "echo", "team": "testing", "data": 1}),
+        json!({"type": "ECHO", "capability": "echo", "team": "testing", "data": {"n": 1}}),
     )
     .await;
     let reason = eventually(10, "a waiting reason", || async {
@@ -231,7 +231,7 @@ async fn a_task_waits_for_a_worker_whose_capabilities_cover_it_and_says_why() {
     let task = terminal(&client, &host, &id).await;
     assert_eq!(task["status"], "succeeded");
     assert_eq!(task["workerId"], "E1");
-    assert_eq!(task["result"], 1);
+    assert_eq!(task["result"], json!({"n": 1}));
 }
 
 #[tokio::test]

@@ -6,18 +6,24 @@
 //! portable and free of shell quoting.
 
 use std::env;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The schemathesis release the fuzz run is pinned to, from PyPI.
+const SCHEMATHESIS: &str = "4.32.5";
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [args...]
 
 tasks:
   serve [ARGS...]  build the host (release) and run `autoagent serve ARGS...`
-  test [ARGS...]   build the host and run every test (`cargo test --release --workspace ARGS...`)
+  test [ARGS...]   build the host and run every test (`cargo test --release --workspace ARGS...`),
+                   then the API fuzz run
+  fuzz-api         the API fuzz run alone: schemathesis against a fresh host's OpenAPI document
   build            build the host (release) into target/release/autoagent";
 
 fn main() -> ExitCode {
@@ -28,6 +34,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&rest),
         Some("test") => test(&rest),
         Some("build") => build_host(),
+        Some("fuzz-api") => build_host().and_then(|()| fuzz_api()),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -114,5 +121,67 @@ fn test(args: &[String]) -> Result<(), String> {
         "AUTOAGENT_BIN",
         workspace_root().join("target/release/autoagent"),
     );
-    run(test)
+    run(test)?;
+    fuzz_api()
+}
+
+/// Installs the pinned schemathesis if it is not there yet.
+fn ensure_schemathesis() -> Result<(), String> {
+    let version = Command::new("python3")
+        .args(["-m", "schemathesis.cli", "--version"])
+        .output();
+    if version.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(SCHEMATHESIS)) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing schemathesis {SCHEMATHESIS} from PyPI (the API fuzz run uses it)");
+    let mut install = Command::new("python3");
+    install.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        &format!("schemathesis=={SCHEMATHESIS}"),
+    ]);
+    run(install)
+}
+
+/// Starts a fresh host on a free loopback port and runs schemathesis
+/// against its own OpenAPI document with every check (the settings are in
+/// `tests/fuzz/schemathesis.toml`); fails on any finding.
+fn fuzz_api() -> Result<(), String> {
+    ensure_schemathesis()?;
+    let scratch = env::temp_dir().join(format!("autoagent-fuzz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let mut host = Command::new(workspace_root().join("target/release/autoagent"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(scratch.join("data"))
+        .arg("--log-dir")
+        .arg(scratch.join("logs"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot start the host: {err}"))?;
+    let mut lines = BufReader::new(host.stdout.take().expect("piped stdout")).lines();
+    let address = lines.by_ref().map_while(Result::ok).find_map(|line| {
+        let rest = line.split("listening on ").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    });
+    // Keep reading the host's output so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let outcome = match address {
+        None => Err("the host stopped before it listened".to_owned()),
+        Some(address) => {
+            let base = format!("http://{address}/api/autoagents-management/v1");
+            let mut fuzz = Command::new("python3");
+            fuzz.args(["-m", "schemathesis.cli", "--config-file"])
+                .arg(workspace_root().join("tests/fuzz/schemathesis.toml"))
+                .args(["run", &format!("{base}/openapi.json"), "--url", &base])
+                .args(["--checks", "all", "--no-color"]);
+            run(fuzz)
+        }
+    };
+    let _ = host.kill();
+    let _ = host.wait();
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
 }

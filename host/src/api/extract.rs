@@ -37,7 +37,8 @@ where
 }
 
 /// Decodes `body` into `T`, refusing arrays where `T` has objects.
-pub fn decode_strict<T: DeserializeOwned + Serialize>(body: Value) -> Result<T, ApiError> {
+pub fn decode_strict<T: DeserializeOwned + Serialize>(mut body: Value) -> Result<T, ApiError> {
+    whole_numbers_as_integers(&mut body);
     if !body.is_object() {
         return Err(ApiError::invalid(format!(
             "the request body must be a JSON object, not {}",
@@ -55,6 +56,28 @@ pub fn decode_strict<T: DeserializeOwned + Serialize>(body: Value) -> Result<T, 
     let echoed = serde_json::to_value(&decoded).map_err(ApiError::internal)?;
     same_shape(&body, &echoed, &mut String::new()).map_err(ApiError::invalid)?;
     Ok(decoded)
+}
+
+/// Writes `834.0` as `834` wherever it occurs. JSON has one number type and
+/// JSON Schema's `integer` admits both spellings, but serde reads an
+/// integer field only from the second, so a client that writes whole
+/// numbers with a fraction would be refused for a field it got right.
+fn whole_numbers_as_integers(value: &mut Value) {
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Number(number) if number.is_f64() => {
+                let float = number.as_f64().unwrap_or(f64::NAN);
+                let whole = float.fract() == 0.0 && float.abs() < 9.0e15;
+                if whole {
+                    *value = Value::from(float as i64);
+                }
+            }
+            Value::Array(items) => pending.extend(items.iter_mut()),
+            Value::Object(map) => pending.extend(map.values_mut()),
+            _ => {}
+        }
+    }
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -222,6 +245,17 @@ mod tests {
     fn free_form_values_keep_their_arrays() {
         let outer: Outer = decode_strict(json!({"id": "a", "data": [["x"]]})).unwrap();
         assert_eq!(outer.data, Some(json!([["x"]])));
+    }
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_are_integers() {
+        #[derive(Debug, Deserialize, Serialize)]
+        struct Count {
+            n: u32,
+        }
+        let count: Count = decode_strict(json!({"n": 834.0})).unwrap();
+        assert_eq!(count.n, 834);
+        assert!(decode_strict::<Count>(json!({"n": 834.5})).is_err());
     }
 
     #[test]

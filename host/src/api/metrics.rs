@@ -65,7 +65,8 @@ pub struct MetricsSnapshot {
 pub struct HttpMetrics {
     /// All requests answered.
     pub requests: u64,
-    /// Requests by status code.
+    /// Requests by status code (JSON object keys are text).
+    #[schema(value_type = std::collections::HashMap<String, u64>)]
     pub by_status: BTreeMap<u16, u64>,
 }
 

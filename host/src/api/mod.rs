@@ -9,6 +9,7 @@
 mod error;
 mod extract;
 mod metrics;
+mod openapi;
 mod plugins;
 mod scope;
 mod system;
@@ -63,13 +64,21 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(workflows::routes())
         .merge(tokens::routes())
         .split_for_parts();
-    let doc = Arc::new(doc);
+    // Rendered once: the document is the same for every request.
+    let doc = axum::body::Bytes::from(
+        serde_json::to_vec(&openapi::document(doc)).expect("the OpenAPI document is JSON"),
+    );
     let routes = routes
         .route(
             "/openapi.json",
             axum::routing::get(move || {
                 let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc,
+                    )
+                }
             }),
         )
         .method_not_allowed_fallback(method_not_allowed);

@@ -105,7 +105,7 @@ struct InvokeRequest {
     capability: Name,
     /// JSON input handed to the plugin.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     input: serde_json::Value,
     /// Worker to attribute the call to, for the log.
     worker_id: Option<Name>,
@@ -147,6 +147,7 @@ async fn invoke_plugin(
 
 /// The form of an upload: `multipart/form-data` with two parts.
 #[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Describes the form for the OpenAPI document only.
 struct UploadForm {
     /// The text of `plugin.toml`.

@@ -145,9 +145,22 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct MetricsQuery {
     /// `json` (the default) or `prometheus`.
-    format: Option<String>,
+    #[param(inline)]
+    format: Option<MetricsFormat>,
+}
+
+/// How `/metrics` renders.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum MetricsFormat {
+    /// The envelope with JSON.
+    Json,
+    /// OpenMetrics text, which Prometheus scrapes.
+    Prometheus,
 }
 
 /// Counters and gauges, as JSON or in the Prometheus text format
@@ -156,8 +169,10 @@ struct MetricsQuery {
     get, path = "/metrics", tag = "system",
     params(MetricsQuery),
     responses(
-        (status = 200, description = "`data` is the metrics; or OpenMetrics text", body = MetricsSnapshot),
-        (status = 422, description = "Unknown format", body = super::ErrorEnvelope),
+        (status = 200, description = "`data` is the metrics; or OpenMetrics text", content(
+            (MetricsSnapshot = "application/json"),
+            (String = "application/openmetrics-text"),
+        )),
     )
 )]
 async fn metrics(
@@ -165,20 +180,15 @@ async fn metrics(
     ApiQuery(query): ApiQuery<MetricsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let wants_text = match query.format.as_deref() {
+    let wants_text = match query.format {
         None => headers
             .get(header::ACCEPT)
             .and_then(|accept| accept.to_str().ok())
             .is_some_and(|accept| {
                 accept.contains("text/plain") || accept.contains("application/openmetrics-text")
             }),
-        Some("prometheus") => true,
-        Some("json") => false,
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "unknown format {other:?}; use `json` or `prometheus`"
-            )));
-        }
+        Some(MetricsFormat::Prometheus) => true,
+        Some(MetricsFormat::Json) => false,
     };
     let (snapshot, requests) = MetricsSnapshot::gather(
         app.started.elapsed().as_secs_f64(),

@@ -54,6 +54,13 @@ async fn list_tasks(
     scope: Scope,
     ApiQuery(query): ApiQuery<TaskQuery>,
 ) -> Result<Response, ApiError> {
+    if query.limit.is_some_and(|limit| !(1..=500).contains(&limit)) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "`limit` must be 1 to 500",
+        ));
+    }
     Ok(ok(app.tasks.list(&query, &|team| scope.sees(team))?))
 }
 

@@ -107,7 +107,7 @@ struct ExecuteRequest {
     /// Input of the execution; steps read it as `$.data`.
     #[serde(default)]
     #[schema(value_type = Object)]
-    data: serde_json::Value,
+    data: serde_json::Map<String, serde_json::Value>,
     /// Priority of the execution's task (default `medium`).
     priority: Option<Priority>,
 }

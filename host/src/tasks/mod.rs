@@ -96,10 +96,11 @@ pub struct NewTask {
     pub kind: String,
     /// `critical`, `high`, `medium` (default) or `low`.
     pub priority: Option<Priority>,
-    /// Input for the workflow or capability.
+    /// Input for the workflow or capability: a JSON object (`{}` when
+    /// absent).
     #[serde(default)]
     #[schema(value_type = Object)]
-    pub data: Value,
+    pub data: serde_json::Map<String, Value>,
     /// Workflow to run (one of `workflow` and `capability` is required).
     #[schema(example = "TODO_WORKFLOW")]
     pub workflow: Option<Name>,
@@ -135,7 +136,7 @@ pub struct Task {
     /// Priority.
     pub priority: Priority,
     /// Input.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub data: Value,
     /// Workflow it runs, if any.
     pub workflow: Option<String>,
@@ -154,7 +155,7 @@ pub struct Task {
     /// Worker running it, or that ran it last.
     pub worker_id: Option<String>,
     /// Output, once succeeded.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Value>,
     /// Why the last attempt failed.
     pub error: Option<String>,
@@ -174,6 +175,7 @@ pub struct Task {
 
 /// Filters and paging of `GET /tasks`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     /// Only tasks with this status.
@@ -188,8 +190,10 @@ pub struct TaskQuery {
     /// Only tasks of this team.
     pub team: Option<Name>,
     /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// Tasks to skip.
+    #[param(minimum = 0)]
     pub offset: Option<usize>,
 }
 

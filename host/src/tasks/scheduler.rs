@@ -196,7 +196,7 @@ impl Tasks {
             id: format!("task_{}{n:04}", now.unix_millis()),
             kind: new.kind,
             priority: new.priority.unwrap_or(Priority::Medium),
-            data: new.data,
+            data: Value::Object(new.data),
             workflow: new.workflow.map(String::from),
             capability: new.capability.map(String::from),
             team: team.into(),

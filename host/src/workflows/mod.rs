@@ -38,7 +38,7 @@ pub struct Step {
     pub capability: Name,
     /// Input template.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub input: Value,
 }
 
