@@ -109,6 +109,8 @@ impl kv::Host for CallState {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
+        // Waiting for the commit is not computing: free the team's share.
+        self.slice.release();
         let host = &self.host;
         let quota = host.kv_quota()?;
         host.state
@@ -127,6 +129,7 @@ impl kv::Host for CallState {
     }
 
     async fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
+        self.slice.release();
         let host = &self.host;
         let quota = host.kv_quota()?;
         host.state
@@ -166,6 +169,8 @@ impl commands::Host for CallState {
         program: String,
         args: Vec<String>,
     ) -> Result<commands::CommandOutput, String> {
+        // The program runs in its own process: free the team's share.
+        self.slice.release();
         let host = &self.host;
         let Some(grant) = host.manifest.command_grant(&program, &args) else {
             tracing::warn!(

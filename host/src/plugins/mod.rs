@@ -376,6 +376,11 @@ impl Plugins {
         self.runtime.memory_budget()
     }
 
+    /// The runtime plugin code runs on; see [`Runtime::guest_runtime`].
+    pub fn guest_runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.guest_runtime()
+    }
+
     /// The folder plugins are kept in, if any.
     pub fn folders(&self) -> Option<&Path> {
         self.folders.as_deref()

@@ -11,9 +11,11 @@
 //! host-wide [`MemoryBudget`].
 //!
 //! Guest code never runs on the threads that serve the API: every call runs
-//! on the runtime's own pool of threads ([`GuestPool`]), and each team may
-//! run at most half of the pool's threads at once, so that a team whose
-//! plugins spin or eat memory slows its own calls and nobody else's.
+//! on the runtime's own pool of threads ([`GuestPool`]). A call that keeps
+//! computing past an epoch tick needs a [`Slice`] of its team's share of the
+//! pool, half of its threads, so that a team whose plugins spin or eat
+//! memory slows its own long calls and nobody else's; short calls, most of
+//! them, never wait for one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,25 +240,19 @@ impl GuestPool {
             .clone()
     }
 
-    /// Runs `call` on the pool within `team`'s share, waiting at most
-    /// `wait` for a place. If the caller stops waiting (its task was
+    /// Runs `call` on the pool. If the caller stops waiting (its task was
     /// cancelled), the call is stopped too.
     async fn run<T: Send + 'static>(
         &self,
-        team: &str,
-        wait: Duration,
         call: impl Future<Output = Result<T, CallError>> + Send + 'static,
     ) -> Result<T, CallError> {
-        let share = self.share_of(team);
-        let team = team.to_owned();
-        let per_team = self.per_team;
-        let task = self.handle.spawn(async move {
-            let _place = tokio::time::timeout(wait, share.acquire_owned())
-                .await
-                .map_err(|_| CallError::TeamBusy { team, per_team })?
-                .map_err(|_| CallError::Host("the guest pool is shutting down".into()))?;
-            call.await
-        });
+        // Work already on the pool (a task's attempt) calls in place; a
+        // call from elsewhere (an API request) hops over, which costs two
+        // thread wake-ups.
+        if tokio::runtime::Handle::try_current().is_ok_and(|here| here.id() == self.handle.id()) {
+            return call.await;
+        }
+        let task = self.handle.spawn(call);
         match (AbortOnDrop(task)).await {
             Ok(outcome) => outcome,
             Err(err) => Err(CallError::Host(format!("the call's task failed: {err}"))),
@@ -269,6 +265,46 @@ impl Drop for GuestPool {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// A call's claim on its team's share of the guest threads.
+///
+/// A call takes one only when it is still computing at an epoch tick (it
+/// waits for it there, without running), keeps it to its end, and gives it
+/// back while it waits on the host (a key-value write, a command), so a
+/// team's long computations use at most its share of the threads while its
+/// short and waiting calls never queue behind them.
+pub(super) struct Slice {
+    share: Arc<Semaphore>,
+    held: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+}
+
+impl Slice {
+    fn new(share: Arc<Semaphore>) -> Self {
+        Self {
+            share,
+            held: Arc::default(),
+        }
+    }
+
+    /// Gives the claim back, for the time the call waits on the host.
+    pub(super) fn release(&self) {
+        self.held.lock().expect("slice poisoned").take();
+    }
+
+    fn is_held(&self) -> bool {
+        self.held.lock().expect("slice poisoned").is_some()
+    }
+
+    /// Waits for a claim and keeps it.
+    fn claim(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (share, held) = (self.share.clone(), self.held.clone());
+        Box::pin(async move {
+            if let Ok(permit) = share.acquire_owned().await {
+                *held.lock().expect("slice poisoned") = Some(permit);
+            }
+        })
     }
 }
 
@@ -332,17 +368,6 @@ pub enum CallError {
     /// Every slot for this plugin stayed taken for the whole time limit.
     #[error("plugin is busy: all {0} call slots stayed taken")]
     Busy(u32),
-    /// The team's share of the guest threads stayed taken for the whole
-    /// time limit (its other calls are running).
-    #[error(
-        "team {team:?} already runs {per_team} calls, its share of the guest threads, and none ended in time"
-    )]
-    TeamBusy {
-        /// The team.
-        team: String,
-        /// Calls a team may run at once.
-        per_team: usize,
-    },
     /// Growing the guest's memory would pass the host-wide budget for guest
     /// memory.
     #[error(
@@ -369,7 +394,7 @@ impl CallError {
             Self::OutputTooLarge { .. } => "output_too_large",
             Self::InvalidOutput(_) => "invalid_output",
             Self::InvalidInput(_) => "invalid_input",
-            Self::Busy(_) | Self::TeamBusy { .. } => "busy",
+            Self::Busy(_) => "busy",
             Self::HostMemory(_) => "memory_limit",
             Self::WrongKind(_) => "wrong_kind",
             Self::Host(_) => "host_error",
@@ -413,6 +438,7 @@ pub struct CallState {
     pub(super) deadline: Instant,
     timed_out: bool,
     pub(super) host: HostContext,
+    pub(super) slice: Slice,
 }
 
 impl WasiView for CallState {
@@ -537,6 +563,13 @@ impl Runtime {
         &self.budget
     }
 
+    /// The guest pool's runtime. Work that calls plugins many times (a
+    /// task's attempt) runs there, so its calls need no hop between
+    /// threads.
+    pub fn guest_runtime(&self) -> &tokio::runtime::Handle {
+        &self.pool.handle
+    }
+
     /// The engine, for compiling components (CPU-heavy: off the executor).
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -566,11 +599,10 @@ impl Runtime {
         };
         let (pre, limits) = (pre.clone(), limits.clone());
         let (engine, budget) = (self.engine.clone(), self.budget.clone());
-        let team = host.manifest.team.clone();
-        let wait = Duration::from_millis(limits.timeout_ms);
+        let share = self.pool.share_of(&host.manifest.team);
         self.pool
-            .run(&team, wait, async move {
-                let mut store = new_store(&engine, &budget, &limits, host);
+            .run(async move {
+                let mut store = new_store(&engine, &budget, share, &limits, host);
                 let outcome = bounded(&limits, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     instance.call_describe(&mut store).await
@@ -599,13 +631,12 @@ impl Runtime {
         };
         let (pre, limits) = (pre.clone(), limits.clone());
         let (engine, budget) = (self.engine.clone(), self.budget.clone());
-        let team = host.manifest.team.clone();
+        let share = self.pool.share_of(&host.manifest.team);
         let capability = capability.to_owned();
-        let wait = Duration::from_millis(limits.timeout_ms);
         self.pool
-            .run(&team, wait, async move {
+            .run(async move {
                 let ctx = host.wit_context();
-                let mut store = new_store(&engine, &budget, &limits, host);
+                let mut store = new_store(&engine, &budget, share, &limits, host);
                 let outcome = bounded(&limits, async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     instance
@@ -630,6 +661,7 @@ impl Runtime {
 fn new_store(
     engine: &Engine,
     budget: &Arc<MemoryBudget>,
+    share: Arc<Semaphore>,
     limits: &Limits,
     host: HostContext,
 ) -> Store<CallState> {
@@ -662,6 +694,7 @@ fn new_store(
         deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
         timed_out: false,
         host,
+        slice: Slice::new(share),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -673,7 +706,13 @@ fn new_store(
             state.timed_out = true;
             return Ok(UpdateDeadline::Interrupt);
         }
-        Ok(UpdateDeadline::Yield(1))
+        // Still computing at a tick: go on within the team's share, waiting
+        // (not running) for a slice of it if none is held.
+        if state.slice.is_held() {
+            Ok(UpdateDeadline::Yield(1))
+        } else {
+            Ok(UpdateDeadline::YieldCustom(1, state.slice.claim()))
+        }
     });
     store
 }

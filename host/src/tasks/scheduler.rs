@@ -638,7 +638,12 @@ impl Tasks {
                 "task assigned"
             );
             let (id, attempt) = (task.id.clone(), task.attempts);
-            let handle = tokio::spawn(self.clone().execute(task, worker));
+            // On the guest pool: an attempt is mostly plugin calls, which
+            // then run in place instead of hopping threads for each.
+            let handle = self
+                .plugins
+                .guest_runtime()
+                .spawn(self.clone().execute(task, worker));
             if let Some(running) = self.lock().running.get_mut(&id)
                 && running.attempt == attempt
             {
