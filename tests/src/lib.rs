@@ -424,20 +424,29 @@ impl Client {
     /// PUT of a plugin upload: a multipart form with `manifest` and
     /// `component`, as `autoagent plugin push` sends it.
     pub async fn put_plugin(&self, url: &str, manifest: &str, component: Vec<u8>) -> Reply {
+        self.put_plugin_as(url, manifest, component, None).await
+    }
+
+    /// The same upload, sent with `Authorization: Bearer <secret>` when a
+    /// secret is given.
+    pub async fn put_plugin_as(
+        &self,
+        url: &str,
+        manifest: &str,
+        component: Vec<u8>,
+        secret: Option<&str>,
+    ) -> Reply {
         let form = reqwest::multipart::Form::new()
             .text("manifest", manifest.to_owned())
             .part(
                 "component",
                 reqwest::multipart::Part::bytes(component).file_name("plugin.wasm"),
             );
-        let response = self
-            .http
-            .put(url)
-            .multipart(form)
-            .send()
-            .await
-            .expect("request sent");
-        Reply::read(response).await
+        let mut request = self.http.put(url).multipart(form);
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        Reply::read(request.send().await.expect("request sent")).await
     }
 }
 

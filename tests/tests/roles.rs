@@ -31,19 +31,11 @@ async fn call(
 
 async fn upload(host: &Host, team: &str, secret: &str) -> u16 {
     let manifest = probe_manifest("1.0.0").replace("team = \"ops\"", &format!("team = \"{team}\""));
-    reqwest::Client::new()
-        .put(host.url(&format!("/teams/{team}/plugins/probe")))
-        .bearer_auth(secret)
-        .multipart(
-            reqwest::multipart::Form::new()
-                .text("manifest", manifest)
-                .part("component", reqwest::multipart::Part::bytes(echo_wasm())),
-        )
-        .send()
+    let url = host.url(&format!("/teams/{team}/plugins/probe"));
+    Client::new()
+        .put_plugin_as(&url, &manifest, echo_wasm(), Some(secret))
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .status
 }
 
 fn ids(list: &Value, key: &str) -> Vec<String> {

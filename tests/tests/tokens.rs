@@ -47,18 +47,11 @@ async fn a_team_token_reaches_its_own_plugins_and_no_others() {
     for (team, secret) in [("ops", &ops), ("web", &web)] {
         let manifest =
             probe_manifest("1.0.0").replace("team = \"ops\"", &format!("team = \"{team}\""));
-        let reply = reqwest::Client::new()
-            .put(host.url(&format!("/teams/{team}/plugins/probe")))
-            .bearer_auth(secret)
-            .multipart(
-                reqwest::multipart::Form::new()
-                    .text("manifest", manifest)
-                    .part("component", reqwest::multipart::Part::bytes(echo_wasm())),
-            )
-            .send()
+        let url = host.url(&format!("/teams/{team}/plugins/probe"));
+        client
+            .put_plugin_as(&url, &manifest, echo_wasm(), Some(secret))
             .await
-            .unwrap();
-        assert_eq!(reply.status(), 201, "{team}");
+            .expect_ok(201);
     }
 
     // web cannot list, read, call, replace or remove ops's plugins: to its
@@ -96,18 +89,15 @@ async fn a_team_token_reaches_its_own_plugins_and_no_others() {
     };
     let refused = invoke(&web, "ops", call("echo", json!({}))).await;
     assert_eq!(refused.expect_error(404), "not_found");
-    let upload = reqwest::Client::new()
-        .put(&ops_probe)
-        .bearer_auth(&web)
-        .multipart(
-            reqwest::multipart::Form::new()
-                .text("manifest", probe_manifest("6.6.6"))
-                .part("component", reqwest::multipart::Part::bytes(echo_wasm())),
+    let upload = client
+        .put_plugin_as(
+            &ops_probe,
+            &probe_manifest("6.6.6"),
+            echo_wasm(),
+            Some(&web),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(upload.status(), 404);
+        .await;
+    assert_eq!(upload.expect_error(404), "not_found");
 
     // Key-value state is each plugin's own: web's probe does not see what
     // ops's probe wrote under the same key.

@@ -451,10 +451,7 @@ impl Plugins {
         };
         let key = key_of(team, name);
         let _turn = self.turn(&key).await;
-        let dir = folder::plugin_dir(&root, team, name).map_err(|err| LoadError::Io {
-            path: root.clone(),
-            message: err.to_string(),
-        })?;
+        let dir = plugin_dir(&root, team, name)?;
         let source = PluginSource::Directory {
             path: dir.display().to_string(),
         };
@@ -560,10 +557,7 @@ impl Plugins {
             );
             return Err(reserved_team());
         }
-        let dir = folder::plugin_dir(&root, team, name).map_err(|err| LoadError::Io {
-            path: root.clone(),
-            message: err.to_string(),
-        })?;
+        let dir = plugin_dir(&root, team, name)?;
         let key = key_of(team, name);
         let _turn = self.turn(&key).await;
         let wasm_sha256 = sha256_hex(&wasm);
@@ -1015,6 +1009,14 @@ impl Plugins {
             call_seconds: sum(|s| s.micros.load(Ordering::Relaxed)) as f64 / 1e6,
         }
     }
+}
+
+/// The folder of `team/name` under `root`, as a load error if it is not one.
+fn plugin_dir(root: &Path, team: &Name, name: &Name) -> Result<PathBuf, LoadError> {
+    folder::plugin_dir(root, team, name).map_err(|err| LoadError::Io {
+        path: root.to_owned(),
+        message: err.to_string(),
+    })
 }
 
 fn reserved_team() -> LoadError {
