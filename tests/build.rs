@@ -3,7 +3,13 @@
 
 /// Test guests under `tests/guests/`, and the bundled `todo` plugin (for
 /// the load benchmark).
-const GUESTS: &[&str] = &["guest-echo", "guest-hostile", "autoagent-plugin-todo"];
+const GUESTS: &[&str] = &[
+    "guest-echo",
+    "guest-hostile",
+    "guest-checker",
+    "guest-fixer",
+    "autoagent-plugin-todo",
+];
 
 fn main() {
     let outcome = autoagent_plugin_build::build_plugins(GUESTS)

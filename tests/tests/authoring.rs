@@ -102,7 +102,7 @@ async fn an_author_scaffolds_tests_pushes_and_calls_each_kind_of_plugin() {
             r#"{"capability": "greeter", "input": {"name": 5}}"#,
         )
         .await;
-    assert_eq!(wrong.expect_error(422), "plugin_error");
+    assert_eq!(wrong.expect_error(422), "invalid_input");
     assert!(wrong.text.contains("`name`"), "{}", wrong.text);
 
     // Pushing again replaces; a ready component can be pushed as it is.

@@ -66,7 +66,7 @@ async fn the_bundled_todo_plugin_answers_through_the_api() {
         )
         .await
         .expect_error(422);
-    assert_eq!(code, "plugin_error");
+    assert_eq!(code, "invalid_input");
     // Unknown plugin, unknown capability, another team's plugin.
     client
         .post_json(

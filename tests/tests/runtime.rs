@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use autoagent::names::Name;
 use autoagent::plugins::{
-    CallError, Caller, InvokeError, LoadError, PluginSource, Plugins, RuntimeConfig,
+    CallError, Caller, ErrorKind, HealthReport, HealthStatus, Incident, InvokeError, LoadError,
+    PluginSource, Plugins, RecoveryOutcome, RecoveryReport, RuntimeConfig,
 };
 use autoagent::store::{RedbBackend, Store};
 use autoagent_tests::{guests, json};
@@ -31,6 +32,8 @@ async fn fixture_with(config: RuntimeConfig) -> Fixture {
     for (manifest, wasm) in [
         (guests::GUEST_ECHO_MANIFEST, guests::GUEST_ECHO),
         (guests::GUEST_HOSTILE_MANIFEST, guests::GUEST_HOSTILE),
+        (guests::GUEST_CHECKER_MANIFEST, guests::GUEST_CHECKER),
+        (guests::GUEST_FIXER_MANIFEST, guests::GUEST_FIXER),
     ] {
         plugins
             .load(
@@ -177,6 +180,88 @@ async fn the_host_memory_budget_bounds_all_calls_together() {
     assert_eq!(f.plugins.memory_budget().used(), 0);
 }
 
+fn testing(name: &'static str) -> (Name, Name) {
+    (Name::from_static("testing"), Name::from_static(name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_are_called_like_capabilities_with_the_same_failure_kinds() {
+    let f = fixture().await;
+    let (team, checker) = testing("checker");
+    let check = |target: serde_json::Value| {
+        let (team, checker, plugins) = (&team, &checker, &f.plugins);
+        async move {
+            plugins
+                .check(team, checker, &target, Caller::default())
+                .await
+        }
+    };
+    let report = check(json!({"status": "healthy"})).await.unwrap();
+    assert_eq!(report.status, HealthStatus::Healthy);
+    assert_eq!(report.measurements[0].name, "latency");
+    assert_eq!(
+        check(json!({"status": "unhealthy"})).await.unwrap().status,
+        HealthStatus::Unhealthy
+    );
+    let kind = |outcome: Result<HealthReport, InvokeError>| match outcome {
+        Err(InvokeError::Call(call)) => call.kind(),
+        other => panic!("expected a failed call, got {other:?}"),
+    };
+    assert_eq!(kind(check(json!({})).await), ErrorKind::InvalidInput);
+    assert_eq!(kind(check(json!({"do": "fail"})).await), ErrorKind::Failed);
+    assert_eq!(kind(check(json!({"do": "trap"})).await), ErrorKind::Trap);
+    assert_eq!(kind(check(json!({"do": "spin"})).await), ErrorKind::Timeout);
+    // The wrong kind of plugin has no `check`.
+    let (_, echo) = testing("echo");
+    let wrong = f
+        .plugins
+        .check(&team, &echo, &json!({}), Caller::default())
+        .await;
+    assert_eq!(kind(wrong), ErrorKind::WrongKind);
+    // Counted like every other call.
+    let info = f.plugins.get(&team, &checker).unwrap();
+    assert_eq!((info.calls, info.failures), (6, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_strategies_are_called_like_capabilities_with_the_same_failure_kinds() {
+    let f = fixture().await;
+    let (team, fixer) = testing("fixer");
+    let incident = |action: &str, stage: u32| Incident {
+        id: "incident_1".into(),
+        check_id: "web".into(),
+        severity: "high".into(),
+        stage,
+        summary: "down".into(),
+        target: json!({"do": action}),
+    };
+    let recover = |incident: Incident| {
+        let (team, fixer, plugins) = (&team, &fixer, &f.plugins);
+        async move {
+            plugins
+                .recover(team, fixer, &incident, Caller::default())
+                .await
+        }
+    };
+    let report = recover(incident("recover", 0)).await.unwrap();
+    assert_eq!(report.outcome, RecoveryOutcome::Recovered);
+    assert_eq!(report.notes, "incident_1 stage 0");
+    assert_eq!(
+        recover(incident("escalate", 2)).await.unwrap().outcome,
+        RecoveryOutcome::Escalate
+    );
+    let kind = |outcome: Result<RecoveryReport, InvokeError>| match outcome {
+        Err(InvokeError::Call(call)) => call.kind(),
+        other => panic!("expected a failed call, got {other:?}"),
+    };
+    assert_eq!(kind(recover(incident("fail", 0)).await), ErrorKind::Failed);
+    assert_eq!(
+        kind(recover(incident("?", 0)).await),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(kind(recover(incident("spin", 0)).await), ErrorKind::Timeout);
+}
+
 #[tokio::test]
 async fn plugin_errors_and_kv_quota_reach_the_caller() {
     let f = fixture().await;
@@ -184,7 +269,7 @@ async fn plugin_errors_and_kv_quota_reach_the_caller() {
     assert_eq!(
         failed,
         CallError::Plugin {
-            kind: "failed",
+            kind: ErrorKind::Failed,
             message: "failed on purpose".into()
         }
     );
@@ -303,7 +388,7 @@ async fn config_and_commands_are_denied_unless_granted() {
         .call_error("echo", "config", json!({"key": "secret"}))
         .await;
     assert!(
-        matches!(&denied, CallError::Plugin { kind: "denied", message } if message.contains("secret")),
+        matches!(&denied, CallError::Plugin { kind: ErrorKind::Denied, message } if message.contains("secret")),
         "{denied:?}"
     );
     let refused = f
@@ -442,7 +527,7 @@ async fn outbound_http_reaches_only_the_hosts_the_manifest_allows() {
     ] {
         let refused = f.call_error(plugin, "fetch", json!({ "url": url })).await;
         assert!(
-            matches!(&refused, CallError::Plugin { kind: "denied", message } if message.contains("http-hosts")),
+            matches!(&refused, CallError::Plugin { kind: ErrorKind::Denied, message } if message.contains("http-hosts")),
             "{plugin} {url}: {refused:?}"
         );
     }

@@ -547,3 +547,27 @@ async fn kill_9_under_a_stream_of_submissions_loses_nothing() {
     // Only what was running at the crash (at most the worker's 4 slots) runs twice.
     assert!(reran <= 4, "{reran} tasks ran twice");
 }
+
+#[tokio::test]
+async fn a_failure_that_a_retry_cannot_help_is_not_retried_and_keeps_its_kind() {
+    let host = Host::start();
+    let client = Client::new();
+    register(
+        &client,
+        &host,
+        json!({"id": "T1", "name": "t", "type": "TODO", "capabilities": ["task_assignment"]}),
+    )
+    .await;
+    // The bundled todo plugin answers an unknown todo with `invalid-input`.
+    let id = submit(
+        &client,
+        &host,
+        json!({"type": "TODO", "capability": "task_assignment", "maxAttempts": 3,
+               "data": {"todoId": "todo_999", "assignee": "x"}}),
+    )
+    .await;
+    let task = terminal(&client, &host, &id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["errorKind"], "invalid_input", "{task}");
+    assert_eq!(task["attempts"], 1, "{task}");
+}

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::plugins::{CallError, InvokeError, LoadError, RemoveError};
+use crate::plugins::{ErrorKind, InvokeError, LoadError, RemoveError};
 use crate::tasks::TaskError;
 use crate::workers::WorkerError;
 use crate::workflows::WorkflowError;
@@ -182,21 +182,29 @@ impl From<InvokeError> for ApiError {
             InvokeError::NotFound { .. } | InvokeError::UnknownCapability { .. } => {
                 Self::not_found(message)
             }
-            InvokeError::Call(call) => {
-                let status = match &call {
-                    CallError::Plugin { kind, .. }
-                        if *kind == "invalid-input" || *kind == "unsupported" =>
-                    {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
-                    CallError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                    CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                    CallError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                Self::new(status, call.code(), message)
-            }
+            InvokeError::Call(call) => Self::new(status_of(call.kind()), call.code(), message),
         }
+    }
+}
+
+/// The status a failed plugin call answers with, by its kind: the caller's
+/// input (422), a plugin that failed (502), one that ran out of time (504),
+/// or a host that has no room or no plugin for it now (503).
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput | ErrorKind::Unsupported => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Busy | ErrorKind::HostMemory | ErrorKind::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorKind::Failed
+        | ErrorKind::Denied
+        | ErrorKind::MemoryLimit
+        | ErrorKind::Trap
+        | ErrorKind::OutputTooLarge
+        | ErrorKind::InvalidOutput
+        | ErrorKind::WrongKind
+        | ErrorKind::Host => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -14,6 +14,8 @@ pub mod folder;
 mod host_api;
 mod http;
 pub mod manifest;
+mod outcome;
+mod reports;
 mod runtime;
 mod state;
 mod watch;
@@ -37,7 +39,11 @@ use crate::store::Store;
 
 pub use host_api::HostContext;
 pub use manifest::{Manifest, ManifestError, PluginKind};
-pub use runtime::{CallError, MemoryBudget, Prepared, Runtime, RuntimeConfig};
+pub use outcome::{CallError, ErrorKind};
+pub use reports::{
+    HealthReport, HealthStatus, Incident, Measurement, RecoveryOutcome, RecoveryReport,
+};
+pub use runtime::{MemoryBudget, Prepared, Runtime, RuntimeConfig};
 pub use state::PluginState;
 pub use watch::FolderWatcher;
 
@@ -936,6 +942,83 @@ impl Plugins {
         input: &serde_json::Value,
         caller: Caller,
     ) -> Result<serde_json::Value, InvokeError> {
+        let (plugin, host, record) = self.begin(team, name, capability, caller)?;
+        if !plugin.capabilities.iter().any(|c| c.name == capability) {
+            return Err(InvokeError::UnknownCapability {
+                plugin: format!("{team}/{name}"),
+                capability: capability.to_owned(),
+            });
+        }
+        let outcome = async {
+            let input = serde_json::to_string(input)
+                .map_err(|err| CallError::InvalidInput(err.to_string()))?;
+            let _slot = slot(&plugin).await?;
+            let output = self
+                .runtime
+                .invoke(
+                    &plugin.prepared,
+                    &plugin.manifest.limits,
+                    host,
+                    capability,
+                    input,
+                )
+                .await?;
+            serde_json::from_str(&output).map_err(|err| CallError::InvalidOutput(err.to_string()))
+        }
+        .await;
+        record.finish(outcome)
+    }
+
+    /// Runs a team's health-check plugin against `target`.
+    pub async fn check(
+        &self,
+        team: &Name,
+        name: &Name,
+        target: &serde_json::Value,
+        caller: Caller,
+    ) -> Result<HealthReport, InvokeError> {
+        let (plugin, host, record) = self.begin(team, name, "check", caller)?;
+        let outcome = async {
+            let _slot = slot(&plugin).await?;
+            let limits = &plugin.manifest.limits;
+            self.runtime
+                .check(&plugin.prepared, limits, host, target.to_string())
+                .await
+        }
+        .await;
+        record.finish(outcome).map(HealthReport::from)
+    }
+
+    /// Runs a team's recovery-strategy plugin for `incident`.
+    pub async fn recover(
+        &self,
+        team: &Name,
+        name: &Name,
+        incident: &Incident,
+        caller: Caller,
+    ) -> Result<RecoveryReport, InvokeError> {
+        let (plugin, host, record) = self.begin(team, name, "recover", caller)?;
+        let outcome = async {
+            let _slot = slot(&plugin).await?;
+            let limits = &plugin.manifest.limits;
+            self.runtime
+                .recover(&plugin.prepared, limits, host, incident.into())
+                .await
+        }
+        .await;
+        record.finish(outcome).map(RecoveryReport::from)
+    }
+
+    /// Starts a call of a loaded plugin: the plugin, the call's host
+    /// context, and the record that counts and logs how it ended. Every
+    /// kind of call goes through here and [`CallRecord::finish`].
+    fn begin(
+        &self,
+        team: &Name,
+        name: &Name,
+        what: &str,
+        caller: Caller,
+    ) -> Result<(Arc<LoadedPlugin>, HostContext, CallRecord), InvokeError> {
         let key = key_of(team, name);
         let plugin = self
             .loaded
@@ -947,54 +1030,16 @@ impl Plugins {
                 team: team.to_string(),
                 name: name.to_string(),
             })?;
-        if !plugin.capabilities.iter().any(|c| c.name == capability) {
-            return Err(InvokeError::UnknownCapability {
-                plugin: format!("{team}/{name}"),
-                capability: capability.to_owned(),
-            });
-        }
-        let stats = self.stats_of(&key);
-        let started = Instant::now();
         let host = self.host_context(&plugin.manifest, caller);
-        let call_id = host.call_id.clone();
-        let outcome = self
-            .call(&plugin, host, capability, input)
-            .await
-            .map_err(InvokeError::Call);
-        stats.calls.fetch_add(1, Ordering::Relaxed);
-        stats
-            .micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Err(err) = &outcome {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                team = %team, plugin = %name, capability = %capability, call_id = %call_id, error = %err,
-                "plugin call failed"
-            );
-        }
-        outcome
-    }
-
-    async fn call(
-        &self,
-        plugin: &LoadedPlugin,
-        host: HostContext,
-        capability: &str,
-        input: &serde_json::Value,
-    ) -> Result<serde_json::Value, CallError> {
-        let limits = &plugin.manifest.limits;
-        let wait = Duration::from_millis(limits.timeout_ms);
-        let _slot = tokio::time::timeout(wait, plugin.slots.acquire())
-            .await
-            .map_err(|_| CallError::Busy(limits.max_concurrent_calls))?
-            .map_err(|_| CallError::Host("plugin is shutting down".into()))?;
-        let input =
-            serde_json::to_string(input).map_err(|err| CallError::InvalidInput(err.to_string()))?;
-        let output = self
-            .runtime
-            .invoke(&plugin.prepared, limits, host, capability, input)
-            .await?;
-        serde_json::from_str(&output).map_err(|err| CallError::InvalidOutput(err.to_string()))
+        let record = CallRecord {
+            stats: self.stats_of(&key),
+            started: Instant::now(),
+            call_id: host.call_id.clone(),
+            team: team.clone(),
+            name: name.clone(),
+            what: what.to_owned(),
+        };
+        Ok((plugin, host, record))
     }
 
     /// Totals over every plugin.
@@ -1017,6 +1062,47 @@ fn plugin_dir(root: &Path, team: &Name, name: &Name) -> Result<PathBuf, LoadErro
         path: root.to_owned(),
         message: err.to_string(),
     })
+}
+
+/// Waits for one of the plugin's call slots, at most its time limit.
+async fn slot(plugin: &LoadedPlugin) -> Result<tokio::sync::SemaphorePermit<'_>, CallError> {
+    let limits = &plugin.manifest.limits;
+    tokio::time::timeout(
+        Duration::from_millis(limits.timeout_ms),
+        plugin.slots.acquire(),
+    )
+    .await
+    .map_err(|_| CallError::Busy(limits.max_concurrent_calls))?
+    .map_err(|_| CallError::Host("plugin is shutting down".into()))
+}
+
+/// How one call is counted and, if it failed, logged.
+struct CallRecord {
+    stats: Arc<CallStats>,
+    started: Instant,
+    call_id: String,
+    team: Name,
+    name: Name,
+    what: String,
+}
+
+impl CallRecord {
+    fn finish<T>(self, outcome: Result<T, CallError>) -> Result<T, InvokeError> {
+        let stats = &self.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        stats
+            .micros
+            .fetch_add(self.started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if let Err(err) = &outcome {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                team = %self.team, plugin = %self.name, export = %self.what,
+                call_id = %self.call_id, kind = %err.kind(), error = %err,
+                "plugin call failed"
+            );
+        }
+        outcome.map_err(InvokeError::Call)
+    }
 }
 
 fn reserved_team() -> LoadError {

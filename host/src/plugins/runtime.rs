@@ -36,6 +36,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::host_api::HostContext;
 use super::http::HttpGate;
 use super::manifest::{Limits, MAX_MEMORY_MIB, PluginKind};
+use super::outcome::CallError;
 
 /// Generated bindings for the WIT package in `wit/`.
 pub(crate) mod bindings {
@@ -72,6 +73,7 @@ pub(crate) mod bindings {
             imports: { default: async },
             exports: { default: async },
             with: {
+                "autoagent:plugin/types": super::capability::autoagent::plugin::types,
                 "autoagent:plugin/log": super::imports::autoagent::plugin::log,
                 "autoagent:plugin/kv": super::imports::autoagent::plugin::kv,
                 "autoagent:plugin/config": super::imports::autoagent::plugin::config,
@@ -88,6 +90,7 @@ pub(crate) mod bindings {
             imports: { default: async },
             exports: { default: async },
             with: {
+                "autoagent:plugin/types": super::capability::autoagent::plugin::types,
                 "autoagent:plugin/log": super::imports::autoagent::plugin::log,
                 "autoagent:plugin/kv": super::imports::autoagent::plugin::kv,
                 "autoagent:plugin/config": super::imports::autoagent::plugin::config,
@@ -97,7 +100,7 @@ pub(crate) mod bindings {
     }
 }
 
-use bindings::capability::{CapabilityPre, autoagent::plugin::types as cap_types};
+use bindings::capability::{CapabilityPre, autoagent::plugin::types as wit};
 use bindings::health_check::HealthCheckPre;
 use bindings::recovery_strategy::RecoveryStrategyPre;
 
@@ -328,93 +331,6 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Why a plugin call did not produce a result. Each variant is the failure of
-/// that one call; the host and other calls are unaffected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CallError {
-    /// The plugin ran and reported an error of its own.
-    #[error("{kind}: {message}")]
-    Plugin {
-        /// `invalid-input`, `unsupported`, `failed` or `denied`.
-        kind: &'static str,
-        /// The plugin's message.
-        message: String,
-    },
-    /// The call ran past its time limit and was interrupted.
-    #[error("call exceeded its time limit of {0} ms and was stopped")]
-    Timeout(u64),
-    /// The guest tried to grow its memory past its limit.
-    #[error("call exceeded its memory limit of {0} MiB and was stopped")]
-    MemoryLimit(u64),
-    /// The guest trapped (a panic, a stack overflow, an invalid operation).
-    #[error("plugin trapped: {0}")]
-    Trap(String),
-    /// The guest answered with more bytes than its manifest allows (or
-    /// tried to hand the host more in one go than that and its key-value
-    /// quota allow; then the size is not known).
-    #[error("plugin output is {}, over its limit of {limit} bytes", size.map_or("larger than the host accepts".to_owned(), |size| format!("{size} bytes")))]
-    OutputTooLarge {
-        /// Bytes returned, when they were read.
-        size: Option<usize>,
-        /// Bytes allowed.
-        limit: u64,
-    },
-    /// The guest answered with text that is not JSON.
-    #[error("plugin output is not valid JSON: {0}")]
-    InvalidOutput(String),
-    /// The call's input could not be sent (not JSON-encodable).
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// Every slot for this plugin stayed taken for the whole time limit.
-    #[error("plugin is busy: all {0} call slots stayed taken")]
-    Busy(u32),
-    /// Growing the guest's memory would pass the host-wide budget for guest
-    /// memory.
-    #[error(
-        "the host's guest memory budget of {0} MiB is in use by other calls; this call was stopped"
-    )]
-    HostMemory(u64),
-    /// The called export does not exist for this plugin's kind.
-    #[error("plugin is a {0:?} plugin and has no such export")]
-    WrongKind(PluginKind),
-    /// The host could not set the call up (instance pool exhausted, ...).
-    #[error("host could not run the call: {0}")]
-    Host(String),
-}
-
-impl CallError {
-    /// A stable, machine-readable name for the error, used in the API and in
-    /// metrics labels.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Plugin { .. } => "plugin_error",
-            Self::Timeout(_) => "timeout",
-            Self::MemoryLimit(_) => "memory_limit",
-            Self::Trap(_) => "trap",
-            Self::OutputTooLarge { .. } => "output_too_large",
-            Self::InvalidOutput(_) => "invalid_output",
-            Self::InvalidInput(_) => "invalid_input",
-            Self::Busy(_) => "busy",
-            Self::HostMemory(_) => "memory_limit",
-            Self::WrongKind(_) => "wrong_kind",
-            Self::Host(_) => "host_error",
-        }
-    }
-}
-
-impl From<cap_types::PluginError> for CallError {
-    fn from(err: cap_types::PluginError) -> Self {
-        use cap_types::PluginError as E;
-        let (kind, message) = match err {
-            E::InvalidInput(m) => ("invalid-input", m),
-            E::Unsupported(m) => ("unsupported", m),
-            E::Failed(m) => ("failed", m),
-            E::Denied(m) => ("denied", m),
-        };
-        Self::Plugin { kind, message }
-    }
-}
-
 /// A component compiled, linked and checked against its kind's world, ready
 /// to be instantiated once per call.
 #[derive(Clone)]
@@ -587,6 +503,30 @@ impl Runtime {
         })
     }
 
+    /// Runs one export on a fresh store on the guest pool, within the
+    /// call's limits, and names what went wrong if it failed. Every export
+    /// of every plugin kind is called through here, so each gets the same
+    /// isolation, limits and error kinds.
+    async fn call<T, R>(&self, limits: &Limits, host: HostContext, run: R) -> Result<T, CallError>
+    where
+        T: Send + 'static,
+        R: for<'s> FnOnce(&'s mut Store<CallState>, &'s wit::CallContext) -> ExportCall<'s, T>
+            + Send
+            + 'static,
+    {
+        let limits = limits.clone();
+        let (engine, budget) = (self.engine.clone(), self.budget.clone());
+        let share = self.pool.share_of(&host.manifest.team);
+        self.pool
+            .run(async move {
+                let ctx = host.wit_context();
+                let mut store = new_store(&engine, &budget, share, &limits, host);
+                let outcome = bounded(&limits, run(&mut store, &ctx)).await;
+                settle(&store, &limits, outcome)
+            })
+            .await
+    }
+
     /// Runs `describe` on a capability plugin.
     pub async fn describe(
         &self,
@@ -597,24 +537,19 @@ impl Runtime {
         let Prepared::Capability(pre) = prepared else {
             return Err(CallError::WrongKind(prepared.kind()));
         };
-        let (pre, limits) = (pre.clone(), limits.clone());
-        let (engine, budget) = (self.engine.clone(), self.budget.clone());
-        let share = self.pool.share_of(&host.manifest.team);
-        self.pool
-            .run(async move {
-                let mut store = new_store(&engine, &budget, share, &limits, host);
-                let outcome = bounded(&limits, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    instance.call_describe(&mut store).await
+        let pre = pre.clone();
+        let infos = self
+            .call(limits, host, move |store, _ctx| {
+                Box::pin(async move {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.call_describe(&mut *store).await
                 })
-                .await;
-                let infos = settle(&store, &limits, outcome)?;
-                Ok(infos
-                    .into_iter()
-                    .map(|info| (info.name, info.description))
-                    .collect())
             })
-            .await
+            .await?;
+        Ok(infos
+            .into_iter()
+            .map(|info| (info.name, info.description))
+            .collect())
     }
 
     /// Runs `invoke` on a capability plugin and returns its JSON output text.
@@ -629,33 +564,74 @@ impl Runtime {
         let Prepared::Capability(pre) = prepared else {
             return Err(CallError::WrongKind(prepared.kind()));
         };
-        let (pre, limits) = (pre.clone(), limits.clone());
-        let (engine, budget) = (self.engine.clone(), self.budget.clone());
-        let share = self.pool.share_of(&host.manifest.team);
-        let capability = capability.to_owned();
-        self.pool
-            .run(async move {
-                let ctx = host.wit_context();
-                let mut store = new_store(&engine, &budget, share, &limits, host);
-                let outcome = bounded(&limits, async {
-                    let instance = pre.instantiate_async(&mut store).await?;
+        let (pre, capability) = (pre.clone(), capability.to_owned());
+        let output = self
+            .call(limits, host, move |store, ctx| {
+                Box::pin(async move {
+                    let instance = pre.instantiate_async(&mut *store).await?;
                     instance
-                        .call_invoke(&mut store, &ctx, &capability, &input)
+                        .call_invoke(&mut *store, ctx, &capability, &input)
                         .await
                 })
-                .await;
-                let output = settle(&store, &limits, outcome)?.map_err(CallError::from)?;
-                if output.len() as u64 > limits.max_output_bytes {
-                    return Err(CallError::OutputTooLarge {
-                        size: Some(output.len()),
-                        limit: limits.max_output_bytes,
-                    });
-                }
-                Ok(output)
             })
-            .await
+            .await?
+            .map_err(CallError::from)?;
+        if output.len() as u64 > limits.max_output_bytes {
+            return Err(CallError::OutputTooLarge {
+                size: Some(output.len()),
+                limit: limits.max_output_bytes,
+            });
+        }
+        Ok(output)
+    }
+
+    /// Runs `check` on a health-check plugin against `target` (JSON text).
+    pub async fn check(
+        &self,
+        prepared: &Prepared,
+        limits: &Limits,
+        host: HostContext,
+        target: String,
+    ) -> Result<wit::HealthReport, CallError> {
+        let Prepared::HealthCheck(pre) = prepared else {
+            return Err(CallError::WrongKind(prepared.kind()));
+        };
+        let pre = pre.clone();
+        self.call(limits, host, move |store, ctx| {
+            Box::pin(async move {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_check(&mut *store, ctx, &target).await
+            })
+        })
+        .await?
+        .map_err(CallError::from)
+    }
+
+    /// Runs `recover` on a recovery-strategy plugin for `incident`.
+    pub async fn recover(
+        &self,
+        prepared: &Prepared,
+        limits: &Limits,
+        host: HostContext,
+        incident: wit::Incident,
+    ) -> Result<wit::RecoveryReport, CallError> {
+        let Prepared::RecoveryStrategy(pre) = prepared else {
+            return Err(CallError::WrongKind(prepared.kind()));
+        };
+        let pre = pre.clone();
+        self.call(limits, host, move |store, ctx| {
+            Box::pin(async move {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.call_recover(&mut *store, ctx, &incident).await
+            })
+        })
+        .await?
+        .map_err(CallError::from)
     }
 }
+
+/// One export's call on a store, as [`Runtime::call`] runs it.
+type ExportCall<'s, T> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 's>>;
 
 /// A fresh store for one call: its WASI context, limits and deadline.
 fn new_store(

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::names::Name;
+use crate::plugins::ErrorKind;
 use crate::store::StoreError;
 
 pub use scheduler::{TaskCounts, Tasks};
@@ -159,6 +160,10 @@ pub struct Task {
     pub result: Option<Value>,
     /// Why the last attempt failed.
     pub error: Option<String>,
+    /// The kind of that failure (`invalid_input`, `timeout`, `trap`, …),
+    /// which decided whether the task was retried.
+    #[serde(default)]
+    pub error_kind: Option<ErrorKind>,
     /// Why a queued task is still waiting.
     pub waiting_reason: Option<String>,
     /// Not retried before this moment.

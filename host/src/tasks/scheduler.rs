@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 use super::{NewTask, Priority, Task, TaskError, TaskPage, TaskQuery, TaskStatus};
 use crate::clock::Timestamp;
 use crate::names::Name;
-use crate::plugins::{Caller, Plugins};
+use crate::plugins::{Caller, ErrorKind, InvokeError, Plugins};
 use crate::store::{Batch, Store, Table};
 use crate::workers::{Worker, WorkerStatus, Workers};
 use crate::workflows::{Workflows, render};
@@ -42,8 +42,28 @@ enum Stop {
 /// How one attempt ended.
 enum Outcome {
     Succeeded(Value),
-    Failed(String),
+    Failed(Failure),
     Stopped(Stop),
+}
+
+/// Why an attempt failed: its kind decides whether it is retried.
+struct Failure {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The same failure, said of one workflow step.
+    fn in_step(self, step: &str) -> Self {
+        Self::new(self.kind, format!("step {step:?}: {}", self.message))
+    }
 }
 
 /// A task's attempt in flight. `attempt` tells a stale execution (one whose
@@ -207,6 +227,7 @@ impl Tasks {
             worker_id: None,
             result: None,
             error: None,
+            error_kind: None,
             waiting_reason: None,
             not_before: None,
             created_at: now,
@@ -469,6 +490,7 @@ impl Tasks {
         for mut task in expired {
             task.status = TaskStatus::TimedOut;
             task.error = Some("deadline passed before a worker finished it".into());
+            task.error_kind = Some(ErrorKind::Timeout);
             task.updated_at = now;
             task.finished_at = Some(now);
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -691,21 +713,27 @@ impl Tasks {
     }
 
     /// Runs the task's capability, or its workflow's steps in order.
-    async fn run(&self, task: &Task, worker: &Worker) -> Result<Value, String> {
+    async fn run(&self, task: &Task, worker: &Worker) -> Result<Value, Failure> {
         if let Some(capability) = &task.capability {
             return self.call(task, worker, capability, &task.data).await;
         }
         let name = task.workflow.as_deref().unwrap_or_default();
-        let workflow = self.workflows.get(name).map_err(|err| err.to_string())?;
+        // A workflow defined now is defined for good: a missing one is
+        // no passing condition.
+        let workflow = self
+            .workflows
+            .get(name)
+            .map_err(|err| Failure::new(ErrorKind::Unsupported, err.to_string()))?;
         let mut context = json!({"data": task.data, "steps": {}});
         let mut outputs = Map::new();
         for step in &workflow.steps {
+            // A template over its bounds fails the same way every time.
             let input = render(&step.input, &context)
-                .map_err(|err| format!("step {:?}: {err}", step.name))?;
+                .map_err(|err| Failure::new(ErrorKind::InvalidInput, err).in_step(&step.name))?;
             let output = self
                 .call(task, worker, &step.capability, &input)
                 .await
-                .map_err(|err| format!("step {:?}: {err}", step.name))?;
+                .map_err(|failure| failure.in_step(&step.name))?;
             tracing::info!(task_id = %task.id, worker_id = %worker.id, workflow = %name, step = %step.name, "workflow step done");
             context["steps"][step.name.as_str()] = output.clone();
             outputs.insert(step.name.to_string(), output);
@@ -719,11 +747,16 @@ impl Tasks {
         worker: &Worker,
         capability: &str,
         input: &Value,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Failure> {
         let (team, plugin, _) = self
             .plugins
             .resolve_capability(&worker.team, capability)
-            .ok_or_else(|| format!("no loaded plugin serves capability {capability:?}"))?;
+            .ok_or_else(|| {
+                Failure::new(
+                    ErrorKind::Unavailable,
+                    format!("no loaded plugin serves capability {capability:?}"),
+                )
+            })?;
         let caller = Caller {
             worker_id: Some(worker.id.clone()),
             subject_id: Some(task.id.clone()),
@@ -731,7 +764,16 @@ impl Tasks {
         self.plugins
             .invoke(&team, &plugin, capability, input, caller)
             .await
-            .map_err(|err| err.to_string())
+            .map_err(|err| {
+                let kind = match &err {
+                    InvokeError::Call(call) => call.kind(),
+                    // Unloaded or changed since it was resolved a moment ago.
+                    InvokeError::NotFound { .. } | InvokeError::UnknownCapability { .. } => {
+                        ErrorKind::Unavailable
+                    }
+                };
+                Failure::new(kind, err.to_string())
+            })
     }
 
     /// Writes the task's state after an attempt and frees its worker slot.
@@ -745,22 +787,31 @@ impl Tasks {
                 task.status = TaskStatus::Succeeded;
                 task.result = Some(output);
                 task.error = None;
+                task.error_kind = None;
                 succeeded = Some(true);
             }
-            Outcome::Failed(error) => {
-                task.error = Some(error);
+            Outcome::Failed(failure) => {
+                task.error = Some(failure.message);
+                task.error_kind = Some(failure.kind);
                 succeeded = Some(false);
-                self.retry_or_fail(&mut task, now);
+                if failure.kind.retryable() {
+                    self.retry_or_fail(&mut task, now);
+                } else {
+                    // A retry cannot help (see `ErrorKind::retryable`).
+                    task.status = TaskStatus::Failed;
+                }
             }
             Outcome::Stopped(Stop::Cancel) => task.status = TaskStatus::Cancelled,
             Outcome::Stopped(Stop::Deadline) => {
                 task.status = TaskStatus::TimedOut;
                 task.error = Some("deadline passed while it ran; its call was stopped".into());
+                task.error_kind = Some(ErrorKind::Timeout);
             }
             Outcome::Stopped(Stop::Restart) => {
                 task.error = Some(format!(
                     "worker {worker_id} was restarted during the attempt"
                 ));
+                task.error_kind = None;
                 self.retry_or_fail(&mut task, now);
                 task.not_before = None;
             }
@@ -794,7 +845,8 @@ impl Tasks {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     task_id = %task.id, worker_id = %worker_id, attempt = task.attempts,
-                    status = ?task.status, error = %task.error.as_deref().unwrap_or("-"),
+                    status = ?task.status, kind = %task.error_kind.map_or("-", |k| k.as_str()),
+                    error = %task.error.as_deref().unwrap_or("-"),
                     "task failed"
                 );
             }
