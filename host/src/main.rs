@@ -87,6 +87,13 @@ struct ServeArgs {
     /// the cores, at least 4); each team may use half of them at once.
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=1024))]
     guest_threads: Option<u32>,
+    /// Size in bytes past which `autoagent.log` is rotated to
+    /// `autoagent.log.1` (default 100 MiB).
+    #[arg(long, default_value_t = 100 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    log_max_bytes: u64,
+    /// Rotated log files kept besides the current one.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    log_keep: u32,
     /// Requests a second each API token may send on average, in bursts of
     /// twice that; past it, 429. 0 turns the limit off. Requests without a
     /// token (the local operator of a loopback host) are not limited.
@@ -198,7 +205,11 @@ fn main() -> ExitCode {
 }
 
 fn serve_command(args: &ServeArgs) -> ExitCode {
-    let _log_guard = match autoagent::logging::init(&args.log_dir) {
+    let rotation = autoagent::logging::Rotation {
+        max_bytes: args.log_max_bytes,
+        keep: args.log_keep as usize,
+    };
+    let _log_guard = match autoagent::logging::init(&args.log_dir, rotation) {
         Ok(guard) => guard,
         Err(err) => {
             eprintln!(
@@ -388,6 +399,14 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_connections = limits.max_connections,
         "listening on {bound}"
     );
+    // SIGHUP reopens the log file, for an external logrotate.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            autoagent::logging::reopen();
+            tracing::info!("SIGHUP received; log file reopened");
+        }
+    });
     server::serve(app, listener, limits, tls, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())

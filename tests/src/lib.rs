@@ -175,6 +175,11 @@ impl Host {
 
     /// Sends SIGTERM and returns at once; [`Host::wait`] waits for the exit.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`TERM`, `HUP`, ...) to the host.
+    pub fn signal(&self, name: &str) {
         let pid = self
             .child
             .as_ref()
@@ -182,10 +187,10 @@ impl Host {
             .id()
             .to_string();
         let status = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Waits for the host to exit.
