@@ -7,15 +7,8 @@
 
 use std::time::Duration;
 
-use autoagent_tests::Host;
 use autoagent_tests::attack::{self, Attack, quantile};
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use autoagent_tests::{Host, setting};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,16 +10,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use autoagent_tests::{Client, Host, json};
+use autoagent_tests::{Client, Host, json, setting};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -291,6 +291,15 @@ impl Host {
     }
 }
 
+/// A benchmark's setting: the environment variable `name` as a number, or
+/// `default`.
+pub fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, for at most `seconds`.
 pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
 where

@@ -181,9 +181,9 @@ where
                     ),
                     ErrorKind::ParseErrorAtKey { key, .. }
                     | ErrorKind::DeserializeError { key, .. } => {
-                        bad_name(&parts.method, &key, &text)
+                        bad_name(&parts.method, &format!("path parameter `{key}`: {text}"))
                     }
-                    _ => bad_name(&parts.method, "-", &text),
+                    _ => bad_name(&parts.method, &text),
                 })
             }
             Err(other) => Err(ApiError::internal(other.body_text())),
@@ -191,8 +191,8 @@ where
     }
 }
 
-fn bad_name(method: &Method, key: &str, text: &str) -> ApiError {
-    let message = format!("path parameter `{key}`: {text}");
+fn bad_name(method: &Method, message: &str) -> ApiError {
+    let message = message.to_owned();
     if method == Method::PUT {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", message)
     } else {
