@@ -49,6 +49,19 @@ impl Timestamp {
             .unwrap_or(Self::LATEST)
     }
 
+    /// This moment minus `duration`, at least [`Timestamp::EARLIEST`].
+    pub fn minus(&self, duration: std::time::Duration) -> Self {
+        self.0
+            .checked_sub(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
+            .and_then(Self::checked)
+            .unwrap_or(Self::EARLIEST)
+    }
+
+    /// Time from `earlier` until this moment; zero if `earlier` is later.
+    pub fn since(&self, earlier: Timestamp) -> std::time::Duration {
+        (self.0 - earlier.0).try_into().unwrap_or_default()
+    }
+
     /// Time from now until this moment; zero if it has passed.
     pub fn from_now(&self) -> std::time::Duration {
         let left = self.0 - OffsetDateTime::now_utc();

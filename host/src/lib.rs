@@ -10,6 +10,7 @@ pub mod auth;
 pub mod authoring;
 pub mod clock;
 pub mod digest;
+pub mod engine;
 pub mod logging;
 pub mod names;
 pub mod plugins;
@@ -21,12 +22,13 @@ pub mod workflows;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use auth::Tokens;
+use engine::{Clock, Loops};
 use plugins::{FolderWatcher, Plugins, RuntimeConfig};
 use store::{RedbBackend, Store};
-use tasks::Tasks;
+use tasks::{TaskDeps, Tasks};
 use workers::Workers;
 use workflows::Workflows;
 
@@ -49,6 +51,8 @@ pub struct AppConfig {
     /// Requests a second each API token may send on average (bursts of
     /// twice that); 0 turns the limit off.
     pub token_rate_per_sec: u32,
+    /// How long finished tasks are kept before they are deleted.
+    pub task_retention: Duration,
 }
 
 /// Requests a second an API token may send by default.
@@ -62,6 +66,7 @@ impl AppConfig {
             runtime: RuntimeConfig::default(),
             anonymous_is_admin: true,
             token_rate_per_sec: DEFAULT_TOKEN_RATE_PER_SEC,
+            task_retention: tasks::RETENTION_DEFAULT,
         }
     }
 }
@@ -88,8 +93,9 @@ pub struct App {
     pub http: api::HttpStats,
     /// When the host started.
     pub started: Instant,
-    /// Hot loading of plugin folders; stops when the app is dropped.
-    _watcher: Option<FolderWatcher>,
+    /// The background loops (scheduler, retention, folder watcher), stopped
+    /// by [`App::shutdown`].
+    loops: Loops,
 }
 
 impl App {
@@ -120,13 +126,21 @@ impl App {
             .map_err(|err| anyhow::anyhow!("a bundled plugin failed to load: {err}"))?;
         plugins.load_folders().await;
         let plugins = Arc::new(plugins);
-        let watcher = FolderWatcher::start(plugins.clone())
+        let loops = Loops::new();
+        FolderWatcher::start(plugins.clone(), &loops)
             .map_err(|err| anyhow::anyhow!("cannot watch the plugin folders: {err}"))?;
         let tokens = Arc::new(Tokens::open(&store).await?);
         let workers = Arc::new(Workers::open(&store).await?);
         let workflows = Arc::new(Workflows::open(&store).await?);
-        let tasks =
-            Tasks::open(&store, workers.clone(), workflows.clone(), plugins.clone()).await?;
+        let deps = TaskDeps {
+            store: store.clone(),
+            workers: workers.clone(),
+            workflows: workflows.clone(),
+            plugins: plugins.clone(),
+            clock: Clock::new(),
+            retention: config.task_retention,
+        };
+        let tasks = Tasks::open(deps, &loops).await?;
         Ok(Arc::new(Self {
             tokens,
             anonymous_is_admin: config.anonymous_is_admin,
@@ -138,8 +152,20 @@ impl App {
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),
-            _watcher: watcher,
+            loops,
         }))
+    }
+
+    /// Stops the host's work: the background loops first (nothing new
+    /// starts), then the tasks running now get `grace` to finish; those
+    /// still running after it are stopped and run again after the next
+    /// start.
+    pub async fn shutdown(&self, grace: Duration) {
+        let started = Instant::now();
+        self.loops.stop(grace).await;
+        self.tasks
+            .drain(grace.saturating_sub(started.elapsed()))
+            .await;
     }
 }
 

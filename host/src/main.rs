@@ -99,6 +99,10 @@ struct ServeArgs {
     /// token (the local operator of a loopback host) are not limited.
     #[arg(long, default_value_t = autoagent::DEFAULT_TOKEN_RATE_PER_SEC)]
     token_rate_limit: u32,
+    /// Days a finished task (succeeded, failed, cancelled, timed out) is
+    /// kept before it is deleted; the totals in /status and /metrics stay.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    task_retention_days: u32,
 }
 
 impl ServeArgs {
@@ -370,6 +374,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let mut config = AppConfig::new(&args.data_dir);
     config.anonymous_is_admin = listen.ip().is_loopback();
     config.token_rate_per_sec = args.token_rate_limit;
+    config.task_retention =
+        std::time::Duration::from_secs(u64::from(args.task_retention_days) * 86_400);
     if let Some(mib) = args.guest_memory_mib {
         config.runtime.guest_memory_bytes = mib << 20;
     }
@@ -407,7 +413,16 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             tracing::info!("SIGHUP received; log file reopened");
         }
     });
-    server::serve(app, listener, limits, tls, server::shutdown_signal()).await;
+    server::serve(
+        app.clone(),
+        listener,
+        limits,
+        tls,
+        server::shutdown_signal(),
+    )
+    .await;
+    // No request is in flight now; the tasks running get the same grace.
+    app.shutdown(limits.request_timeout).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -83,10 +83,13 @@ async fn run() {
     let mut latencies = Vec::with_capacity(tasks);
     let mut failed = 0;
     let (mut first, mut last) = (None::<OffsetDateTime>, None::<OffsetDateTime>);
-    let mut offset = 0;
-    while offset < tasks {
+    let mut cursor: Option<String> = None;
+    loop {
+        let after = cursor
+            .as_deref()
+            .map_or(String::new(), |c| format!("&cursor={c}"));
         let page = client
-            .get(&host.url(&format!("/tasks?limit=500&offset={offset}")))
+            .get(&host.url(&format!("/tasks?limit=500{after}")))
             .await
             .expect_ok(200);
         let items = page["items"].as_array().unwrap();
@@ -101,9 +104,9 @@ async fn run() {
             first = Some(first.map_or(created, |f| f.min(created)));
             last = Some(last.map_or(finished, |l| l.max(finished)));
         }
-        offset += items.len();
-        if items.is_empty() {
-            break;
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
         }
     }
     latencies.sort_by(f64::total_cmp);

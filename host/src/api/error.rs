@@ -158,6 +158,7 @@ impl From<TaskError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
             TaskError::Store(store) => Self::internal(store),
+            TaskError::Internal(message) => Self::internal(message),
         }
     }
 }

@@ -72,6 +72,15 @@ impl Scope {
         self.0.sees(team)
     }
 
+    /// The one team whose objects the caller sees, or `None` for a caller
+    /// who sees every team.
+    pub fn only_team(&self) -> Option<&str> {
+        match &self.0 {
+            Identity::Team { team, .. } => Some(team),
+            Identity::Local | Identity::Admin { .. } => None,
+        }
+    }
+
     /// Whether the caller acts for every team.
     pub fn is_global_admin(&self) -> bool {
         self.0.is_global_admin()

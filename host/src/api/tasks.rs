@@ -40,7 +40,7 @@ async fn submit_task(
     Ok(created(app.tasks.submit(team, new).await?))
 }
 
-/// Tasks, oldest first, filtered and paged.
+/// Tasks, oldest first, filtered and paged by cursor.
 #[utoipa::path(
     get, path = "/tasks", tag = "tasks",
     params(TaskQuery),
@@ -61,7 +61,8 @@ async fn list_tasks(
             "`limit` must be 1 to 500",
         ));
     }
-    Ok(ok(app.tasks.list(&query, &|team| scope.sees(team))?))
+    let only_team = scope.only_team().map(str::to_owned);
+    Ok(ok(app.tasks.list(query, only_team).await?))
 }
 
 /// One task, with its result or error, and why it waits if it does.

@@ -17,15 +17,14 @@ use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use tokio::sync::mpsc;
 
 use super::{Plugins, folder};
+use crate::engine::{Loops, Shutdown};
 use crate::names::Name;
 
 /// How long the folder must stay quiet before a change is loaded.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Keeps the watch alive; dropping it stops hot loading.
-pub struct FolderWatcher {
-    _debouncer: Debouncer<RecommendedWatcher>,
-}
+/// Hot loading of the plugin folders, run as one of the app's loops.
+pub struct FolderWatcher;
 
 /// A plugin folder, or a whole team's folder, that changed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,11 +48,12 @@ fn touched(root: &Path, path: &Path) -> Option<Touched> {
 
 impl FolderWatcher {
     /// Watches `plugins`' folder root (creating it if needed) and syncs
-    /// every plugin whose folder changes. Must be called inside the tokio
+    /// every plugin whose folder changes, on `loops` until shutdown. Does
+    /// nothing for plugins without folders. Must be called inside the tokio
     /// runtime.
-    pub fn start(plugins: Arc<Plugins>) -> notify::Result<Option<Self>> {
+    pub fn start(plugins: Arc<Plugins>, loops: &Loops) -> notify::Result<()> {
         let Some(root) = plugins.folders().map(Path::to_path_buf) else {
-            return Ok(None);
+            return Ok(());
         };
         std::fs::create_dir_all(&root).map_err(notify::Error::io)?;
         // Events carry absolute paths; compare them with an absolute root,
@@ -75,11 +75,11 @@ impl FolderWatcher {
                 Err(err) => tracing::error!(error = %err, "watching plugin folders failed"),
             })?;
         debouncer.watcher().watch(&root, RecursiveMode::Recursive)?;
-        tokio::spawn(sync_changes(plugins, root.clone(), receiver));
         tracing::info!(path = %root.display(), "watching plugin folders for changes");
-        Ok(Some(Self {
-            _debouncer: debouncer,
-        }))
+        loops.spawn("plugin-folder-watcher", move |shutdown| {
+            sync_changes(plugins, root, receiver, debouncer, shutdown)
+        });
+        Ok(())
     }
 }
 
@@ -87,8 +87,18 @@ async fn sync_changes(
     plugins: Arc<Plugins>,
     root: PathBuf,
     mut changes: mpsc::UnboundedReceiver<BTreeSet<Touched>>,
+    // Held for as long as the loop runs: dropping it stops the watch.
+    _debouncer: Debouncer<RecommendedWatcher>,
+    mut shutdown: Shutdown,
 ) {
-    while let Some(changed) = changes.recv().await {
+    loop {
+        let changed = tokio::select! {
+            () = shutdown.requested() => break,
+            changed = changes.recv() => match changed {
+                Some(changed) => changed,
+                None => break,
+            },
+        };
         let mut wanted = BTreeSet::new();
         for touched in changed {
             match touched {

@@ -11,6 +11,8 @@
 //! transaction (group commit), so durability costs one fsync per batch, not one
 //! per request.
 
+mod counters;
+mod indexed;
 mod redb_backend;
 
 use std::marker::PhantomData;
@@ -19,6 +21,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use counters::Counters;
+pub use indexed::{Filter, Indexed, IndexedTable, Page};
 pub use redb_backend::RedbBackend;
 
 /// Why a storage operation failed.
@@ -78,6 +82,17 @@ pub enum Op {
         /// Record key.
         key: String,
     },
+    /// Adds `delta` to the counter under `key` (a missing counter is 0), in
+    /// the transaction: concurrent batches that count the same thing never
+    /// lose an update, whatever order they commit in.
+    Add {
+        /// Table name.
+        table: &'static str,
+        /// Counter key.
+        key: String,
+        /// Amount to add; negative to subtract.
+        delta: i64,
+    },
 }
 
 /// Operations applied atomically: all of them become durable, or none.
@@ -95,6 +110,12 @@ impl Batch {
     /// Adds one operation.
     pub fn push(&mut self, op: Op) -> &mut Self {
         self.ops.push(op);
+        self
+    }
+
+    /// Adds several operations, in order.
+    pub fn extend(&mut self, ops: impl IntoIterator<Item = Op>) -> &mut Self {
+        self.ops.extend(ops);
         self
     }
 
@@ -121,6 +142,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Reads every record whose key starts with `prefix`, in key order.
     fn scan(&self, table: &'static str, prefix: &str)
     -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Reads at most `limit` records whose key starts with `prefix` and
+    /// comes after `after` (when given), in key order: one page of a scan.
+    fn scan_after(
+        &self,
+        table: &'static str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
     /// Counts the records of a table.
     fn count(&self, table: &'static str) -> Result<u64, StoreError>;
@@ -161,6 +192,11 @@ impl Store {
         }
     }
 
+    /// Durable counters in a table of their own.
+    pub fn counters(&self, name: &'static str) -> Counters {
+        Counters::new(self.raw_table(name))
+    }
+
     /// Applies a batch built from several tables' operations atomically.
     pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
         self.backend.write(batch).await
@@ -192,6 +228,14 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// The table's name.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The same table, its records as bytes.
+    pub fn raw(&self) -> RawTable {
+        RawTable {
+            backend: self.backend.clone(),
+            name: self.name,
+        }
     }
 
     /// Reads one record.
@@ -239,8 +283,18 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// nor fail a later list, and an operator can still inspect it.
     pub async fn load(&self) -> Result<Vec<T>, StoreError> {
         let (good, corrupt) = self.scan_sorting("")?;
+        self.set_aside(corrupt).await?;
+        Ok(good)
+    }
+
+    /// Moves records that do not decode to the [`SET_ASIDE`] table (see
+    /// [`Table::load`]).
+    pub(crate) async fn set_aside(
+        &self,
+        corrupt: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
         if corrupt.is_empty() {
-            return Ok(good);
+            return Ok(());
         }
         let mut batch = Batch::new();
         for (key, bytes) in corrupt {
@@ -257,8 +311,7 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             });
             batch.push(self.delete_op(&key));
         }
-        self.backend.write(batch).await?;
-        Ok(good)
+        self.backend.write(batch).await
     }
 
     /// Counts the records.
@@ -306,7 +359,8 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         }
     }
 
-    fn decode(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    /// Decodes one stored record.
+    pub(crate) fn decode(&self, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
             table: self.name,
             key: key.to_owned(),
@@ -338,6 +392,17 @@ impl RawTable {
     /// Reads every key and value whose key starts with `prefix`.
     pub fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.backend.scan(self.name, prefix)
+    }
+
+    /// Reads one page of a scan: at most `limit` keys and values starting
+    /// with `prefix`, after the key `after` when given.
+    pub fn scan_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.backend.scan_after(self.name, prefix, after, limit)
     }
 
     /// A put to put in a [`Batch`].

@@ -15,6 +15,12 @@ use super::{Backend, Batch, Op, StoreError};
 /// amortise an fsync across a burst, small enough to keep latency flat.
 const MAX_GROUP: usize = 512;
 
+/// redb's page cache. Its default (1 GiB) lets a host that read through
+/// its history once hold that history in memory for good; the hot pages
+/// (unfinished tasks, index heads, counters) fit in far less, and the
+/// kernel's page cache still holds the file.
+const CACHE_BYTES: usize = 32 << 20;
+
 struct PendingWrite {
     batch: Batch,
     done: oneshot::Sender<Result<(), StoreError>>,
@@ -34,7 +40,12 @@ pub struct RedbBackend {
 impl RedbBackend {
     /// Opens (or creates) the database file and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Arc::new(Database::create(path).map_err(backend_error)?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)
+                .map_err(backend_error)?,
+        );
         let (writes, queue) = mpsc::channel::<PendingWrite>();
         let writer_db = db.clone();
         std::thread::Builder::new()
@@ -170,6 +181,18 @@ fn apply<'txn>(
             Op::Delete { table: name, key } => {
                 table(txn, tables, name)?.remove(key.as_str())?;
             }
+            Op::Add {
+                table: name,
+                key,
+                delta,
+            } => {
+                let table = table(txn, tables, name)?;
+                let current = table
+                    .get(key.as_str())?
+                    .map_or(0, |stored| super::counters::decode_counter(stored.value()));
+                let next = current.saturating_add(*delta).to_le_bytes();
+                table.insert(key.as_str(), next.as_slice())?;
+            }
         }
     }
     Ok(())
@@ -200,6 +223,40 @@ impl Backend for RedbBackend {
         };
         let mut records = Vec::new();
         for entry in table.range(prefix..).map_err(backend_error)? {
+            let (key, value) = entry.map_err(backend_error)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            records.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(records)
+    }
+
+    fn scan_after(
+        &self,
+        table: &'static str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend_error)?;
+        let table = match txn.open_table(definition(table)) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(backend_error(err)),
+        };
+        let range = match after {
+            Some(after) if after >= prefix => {
+                table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            }
+            _ => table.range::<&str>(prefix..),
+        }
+        .map_err(backend_error)?;
+        let mut records = Vec::new();
+        for entry in range {
+            if records.len() >= limit {
+                break;
+            }
             let (key, value) = entry.map_err(backend_error)?;
             if !key.value().starts_with(prefix) {
                 break;

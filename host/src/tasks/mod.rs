@@ -12,7 +12,12 @@
 //! queued again on the next start (its attempt counted), so a plugin may see
 //! it twice. Nothing acknowledged is lost.
 
-mod scheduler;
+mod assign;
+mod attempt;
+mod outcome;
+mod queue;
+mod records;
+mod service;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -22,7 +27,8 @@ use crate::names::Name;
 use crate::plugins::ErrorKind;
 use crate::store::StoreError;
 
-pub use scheduler::{TaskCounts, Tasks};
+pub use records::{RETENTION_DEFAULT, TaskCounts};
+pub use service::{DEFAULT_MAX_ATTEMPTS, TaskDeps, Tasks};
 
 /// How urgent a task is; the queue serves `critical` first.
 #[derive(
@@ -81,6 +87,18 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// The word the API uses, e.g. `timed_out`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
     /// True once the task will never change again.
     pub fn is_terminal(self) -> bool {
         !matches!(self, Self::Queued | Self::Running)
@@ -197,23 +215,23 @@ pub struct TaskQuery {
     /// Page size (default 50, at most 500).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// Tasks to skip.
-    #[param(minimum = 0)]
-    pub offset: Option<usize>,
+    /// Where the page starts: the `nextCursor` of the page before.
+    pub cursor: Option<Name>,
 }
 
 /// A page of tasks.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskPage {
-    /// The tasks on this page, oldest first.
+    /// The tasks on this page, oldest first (by id, which starts with the
+    /// submission time).
     pub items: Vec<Task>,
-    /// Tasks matching the filters, on all pages.
-    pub total: usize,
     /// Page size used.
     pub limit: usize,
-    /// Tasks skipped.
-    pub offset: usize,
+    /// Pass as `cursor` for the next page; `null` once the list has been
+    /// read to its end. A page may hold fewer than `limit` tasks (even none)
+    /// while this is set: each page looks at a bounded number of tasks.
+    pub next_cursor: Option<String>,
 }
 
 /// Why a task operation failed.
@@ -241,4 +259,7 @@ pub enum TaskError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something that should not fail did (a read's worker thread died).
+    #[error("{0}")]
+    Internal(String),
 }

@@ -4,6 +4,7 @@
 //! into the execution's data and earlier steps' outputs; [`template`] says
 //! how, and bounds what a query may cost.
 
+mod run;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use run::{Run, StepInputError};
 pub use template::render;
 
 use crate::clock::Timestamp;
