@@ -266,3 +266,42 @@ impl CallRecord {
         outcome.map_err(InvokeError::Call)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(stats: &Arc<CallStats>) -> CallRecord {
+        CallRecord {
+            stats: stats.clone(),
+            started: Instant::now(),
+            call_id: "call_1".into(),
+            team: Name::from_static("ops"),
+            name: Name::from_static("tickets"),
+            what: "open".into(),
+        }
+    }
+
+    #[test]
+    fn every_finished_call_is_counted_and_failures_also_as_failures() {
+        let stats = Arc::new(CallStats::default());
+        assert_eq!(record(&stats).finish(Ok(7)).unwrap(), 7);
+        assert_eq!((stats.calls(), stats.failures()), (1, 0));
+
+        let failed = record(&stats).finish::<()>(Err(CallError::Timeout(250)));
+        assert!(matches!(
+            failed,
+            Err(InvokeError::Call(CallError::Timeout(250)))
+        ));
+        assert_eq!((stats.calls(), stats.failures()), (2, 1));
+    }
+
+    #[test]
+    fn call_time_adds_up() {
+        let stats = CallStats::default();
+        stats.count(Duration::from_millis(3), false);
+        stats.count(Duration::from_micros(1_500), true);
+        assert_eq!(stats.micros(), 4_500);
+        assert_eq!((stats.calls(), stats.failures()), (2, 1));
+    }
+}

@@ -87,6 +87,12 @@ impl Turns {
             guard: Some(guard),
         }
     }
+
+    /// How many plugins have a turn held or waited for.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("plugin turns poisoned").len()
+    }
 }
 
 /// One plugin's turn to change; see [`Turns`].
@@ -527,4 +533,123 @@ fn check_capabilities(
         .filter(|(name, _)| manifest.capabilities.contains(name))
         .map(|(name, description)| CapabilityInfo { name, description })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn manifest(team: &str, name: &str, capabilities: &[&str]) -> Manifest {
+        let listed = capabilities
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Manifest::parse(&format!(
+            r#"
+            name = "{name}"
+            version = "0.1.0"
+            kind = "capability"
+            team = "{team}"
+            capabilities = [{listed}]
+            "#
+        ))
+        .unwrap()
+    }
+
+    fn described(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, description)| ((*name).to_owned(), (*description).to_owned()))
+            .collect()
+    }
+
+    fn n(text: &'static str) -> Name {
+        Name::from_static(text)
+    }
+
+    #[test]
+    fn capabilities_are_what_the_manifest_lists_and_the_component_describes() {
+        let manifest = manifest("ops", "tickets", &["open", "close"]);
+        let offered = check_capabilities(
+            &manifest,
+            described(&[
+                ("close", "Closes a ticket"),
+                ("reopen", "Not in the manifest"),
+                ("open", "Opens a ticket"),
+            ]),
+        )
+        .unwrap();
+        // Kept in the component's order, with its descriptions; a capability
+        // the manifest does not list is not offered.
+        let offered: Vec<_> = offered
+            .iter()
+            .map(|c| (c.name.as_str(), c.description.as_str()))
+            .collect();
+        assert_eq!(
+            offered,
+            [("close", "Closes a ticket"), ("open", "Opens a ticket")]
+        );
+    }
+
+    #[test]
+    fn a_listed_capability_the_component_does_not_describe_is_refused() {
+        let manifest = manifest("ops", "tickets", &["open", "close"]);
+        let err =
+            check_capabilities(&manifest, described(&[("open", "Opens a ticket")])).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::Mismatch(message) if message.contains("\"close\"")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_plugin_lives_only_where_its_manifest_names_it_and_never_in_core() {
+        let ops = manifest("ops", "tickets", &["open"]);
+        assert!(check_placement(&n("ops"), &n("tickets"), &ops).is_ok());
+        for (team, name) in [(n("dev"), n("tickets")), (n("ops"), n("alerts"))] {
+            let err = check_placement(&team, &name, &ops).unwrap_err();
+            assert!(
+                matches!(&err, LoadError::Mismatch(message)
+                    if message.contains("ops/tickets") && message.contains(&format!("{team}/{name}"))),
+                "{err}"
+            );
+        }
+        // Even a manifest that says `core` may not be placed there.
+        let core = manifest(CORE_TEAM, "todo", &["open"]);
+        let err = check_placement(&n("core"), &n("todo"), &core).unwrap_err();
+        assert!(matches!(err, LoadError::Forbidden(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn one_plugins_changes_take_turns_and_leave_no_entry_behind() {
+        let turns = Turns::default();
+        let tickets = ("ops".to_owned(), "tickets".to_owned());
+        let alerts = ("ops".to_owned(), "alerts".to_owned());
+        let first = turns.take(&tickets).await;
+        // Another plugin's turn does not wait for this one.
+        let other = tokio::time::timeout(Duration::from_secs(5), turns.take(&alerts))
+            .await
+            .expect("another plugin's turn is free");
+        // The same plugin's does, until the first turn ends.
+        let mut second = Box::pin(turns.take(&tickets));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "a second turn of one plugin must wait for the first"
+        );
+        assert_eq!(turns.len(), 2);
+        drop(first);
+        // Still waited for: the entry stays.
+        assert_eq!(turns.len(), 2);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the turn passes on once the first ends");
+        drop(second);
+        drop(other);
+        assert_eq!(turns.len(), 0);
+    }
 }
