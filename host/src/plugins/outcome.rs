@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::PluginKind;
+use wasmtime::Trap;
+
+use super::manifest::{Limits, PluginKind};
 use super::runtime::bindings::capability::autoagent::plugin::types as wit;
 
 /// The kind of a failed call, or of a failed task attempt.
@@ -182,6 +184,70 @@ impl CallError {
     }
 }
 
+/// What the host saw of a call that failed in the sandbox: the flags the
+/// store's callbacks set, and wasmtime's error.
+#[derive(Debug)]
+pub(super) struct Observed<'a> {
+    /// The epoch callback stopped the call past its deadline.
+    pub(super) timed_out: bool,
+    /// The guest asked for more memory than its manifest allows.
+    pub(super) memory_exceeded: bool,
+    /// Growing the guest's memory would have passed the host-wide budget.
+    pub(super) budget_exceeded: bool,
+    /// That budget, in MiB.
+    pub(super) budget_mib: u64,
+    /// The trap, if the error is one.
+    pub(super) trap: Option<Trap>,
+    /// wasmtime's error, with its causes.
+    pub(super) error: String,
+    /// What the guest wrote to stderr (a panic message, say).
+    pub(super) stderr: &'a [u8],
+}
+
+/// How wasmtime words a transfer past the store's hostcall fuel. Its error
+/// type is private, so the text is the only thing to recognise it by.
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+impl CallError {
+    /// Names a failed call's error from what the store saw. The host's own
+    /// flags come first: a limit the host enforced surfaces in the guest as
+    /// a trap or a failed allocation, and must be reported as that limit.
+    pub(super) fn of_failed_call(seen: &Observed<'_>, limits: &Limits) -> Self {
+        if seen.timed_out {
+            return Self::Timeout(limits.timeout_ms);
+        }
+        if seen.memory_exceeded {
+            return Self::MemoryLimit(limits.memory_mib);
+        }
+        if seen.budget_exceeded {
+            return Self::HostMemory(seen.budget_mib);
+        }
+        if seen.error.contains(HOSTCALL_FUEL_EXHAUSTED) {
+            return Self::OutputTooLarge {
+                size: None,
+                limit: limits.max_output_bytes,
+            };
+        }
+        match seen.trap {
+            Some(Trap::Interrupt) => Self::Timeout(limits.timeout_ms),
+            Some(Trap::StackOverflow) => Self::Trap("stack overflow".into()),
+            Some(trap) => {
+                let said = String::from_utf8_lossy(seen.stderr);
+                let said = said.trim();
+                if said.is_empty() {
+                    Self::Trap(trap.to_string())
+                } else {
+                    Self::Trap(format!("{trap}; the plugin said: {said}"))
+                }
+            }
+            None if seen.error.contains("instance") && seen.error.contains("limit") => {
+                Self::Host(format!("instance pool exhausted: {}", seen.error))
+            }
+            None => Self::Trap(seen.error.clone()),
+        }
+    }
+}
+
 impl From<wit::PluginError> for CallError {
     fn from(err: wit::PluginError) -> Self {
         use wit::PluginError as E;
@@ -199,48 +265,238 @@ impl From<wit::PluginError> for CallError {
 mod tests {
     use super::*;
 
+    /// Every kind.
+    const ALL: [ErrorKind; 14] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::Unsupported,
+        ErrorKind::Failed,
+        ErrorKind::Denied,
+        ErrorKind::Timeout,
+        ErrorKind::MemoryLimit,
+        ErrorKind::HostMemory,
+        ErrorKind::Trap,
+        ErrorKind::OutputTooLarge,
+        ErrorKind::InvalidOutput,
+        ErrorKind::Busy,
+        ErrorKind::WrongKind,
+        ErrorKind::Unavailable,
+        ErrorKind::Host,
+    ];
+
+    /// What each kind should be: its word (API and log), the word task
+    /// records store (serde), and whether a retry can help. The match has no
+    /// wildcard, so a new kind does not compile until it has a row here (and
+    /// `ALL` must grow with it).
+    fn expected(kind: ErrorKind) -> (&'static str, &'static str, bool) {
+        match kind {
+            ErrorKind::InvalidInput => ("invalid_input", "invalid_input", false),
+            ErrorKind::Unsupported => ("unsupported", "unsupported", false),
+            ErrorKind::Failed => ("failed", "failed", true),
+            ErrorKind::Denied => ("denied", "denied", false),
+            ErrorKind::Timeout => ("timeout", "timeout", true),
+            ErrorKind::MemoryLimit => ("memory_limit", "memory_limit", false),
+            ErrorKind::HostMemory => ("host_memory", "host_memory", true),
+            ErrorKind::Trap => ("trap", "trap", true),
+            ErrorKind::OutputTooLarge => ("output_too_large", "output_too_large", false),
+            ErrorKind::InvalidOutput => ("invalid_output", "invalid_output", false),
+            ErrorKind::Busy => ("busy", "busy", true),
+            ErrorKind::WrongKind => ("wrong_kind", "wrong_kind", false),
+            ErrorKind::Unavailable => ("unavailable", "unavailable", true),
+            // Stored as `host` since typed outcomes began; the API and the
+            // log say `host_error`.
+            ErrorKind::Host => ("host_error", "host", true),
+        }
+    }
+
     #[test]
-    fn only_passing_failures_are_retried() {
-        let retried: Vec<&str> = [
-            ErrorKind::InvalidInput,
-            ErrorKind::Unsupported,
-            ErrorKind::Failed,
-            ErrorKind::Denied,
-            ErrorKind::Timeout,
-            ErrorKind::MemoryLimit,
-            ErrorKind::HostMemory,
-            ErrorKind::Trap,
-            ErrorKind::OutputTooLarge,
-            ErrorKind::InvalidOutput,
-            ErrorKind::Busy,
-            ErrorKind::WrongKind,
-            ErrorKind::Unavailable,
-            ErrorKind::Host,
-        ]
-        .into_iter()
-        .filter(|kind| kind.retryable())
-        .map(ErrorKind::as_str)
-        .collect();
-        assert_eq!(
-            retried,
-            [
-                "failed",
-                "timeout",
-                "host_memory",
-                "trap",
-                "busy",
-                "unavailable",
-                "host_error"
-            ]
-        );
+    fn every_kind_has_its_word_its_stored_word_and_its_retry_row() {
+        for kind in ALL {
+            let (word, stored, retryable) = expected(kind);
+            assert_eq!(kind.as_str(), word);
+            assert_eq!(kind.to_string(), word);
+            assert_eq!(serde_json::to_value(kind).unwrap(), stored, "{kind:?}");
+            let back: ErrorKind = serde_json::from_value(stored.into()).unwrap();
+            assert_eq!(back, kind);
+            assert_eq!(kind.retryable(), retryable, "{kind:?}");
+        }
+        let words: std::collections::HashSet<_> = ALL.map(ErrorKind::as_str).into();
+        assert_eq!(words.len(), ALL.len(), "every kind is in ALL once");
     }
 
     #[test]
     fn plugin_errors_keep_their_kind() {
-        let err = CallError::from(wit::PluginError::InvalidInput("no title".into()));
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        assert_eq!(err.code(), "invalid_input");
-        assert_eq!(CallError::HostMemory(16).code(), "memory_limit");
-        assert!(!CallError::MemoryLimit(32).kind().retryable());
+        use wit::PluginError as E;
+        for (err, kind) in [
+            (E::InvalidInput("no title".into()), ErrorKind::InvalidInput),
+            (E::Unsupported("no such op".into()), ErrorKind::Unsupported),
+            (E::Failed("backend down".into()), ErrorKind::Failed),
+            (E::Denied("not allowed".into()), ErrorKind::Denied),
+        ] {
+            let err = CallError::from(err);
+            assert_eq!(err.kind(), kind);
+            assert_eq!(err.code(), kind.as_str());
+            assert!(err.to_string().starts_with(kind.as_str()), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_call_error_has_its_kind_and_code() {
+        let cases = [
+            (CallError::Timeout(5), ErrorKind::Timeout, "timeout"),
+            (
+                CallError::MemoryLimit(32),
+                ErrorKind::MemoryLimit,
+                "memory_limit",
+            ),
+            // Callers see both memory kinds as one code.
+            (
+                CallError::HostMemory(16),
+                ErrorKind::HostMemory,
+                "memory_limit",
+            ),
+            (
+                CallError::Trap("unreachable".into()),
+                ErrorKind::Trap,
+                "trap",
+            ),
+            (
+                CallError::OutputTooLarge {
+                    size: Some(2),
+                    limit: 1,
+                },
+                ErrorKind::OutputTooLarge,
+                "output_too_large",
+            ),
+            (
+                CallError::InvalidOutput("eof".into()),
+                ErrorKind::InvalidOutput,
+                "invalid_output",
+            ),
+            (
+                CallError::InvalidInput("nan".into()),
+                ErrorKind::InvalidInput,
+                "invalid_input",
+            ),
+            (CallError::Busy(4), ErrorKind::Busy, "busy"),
+            (
+                CallError::WrongKind(PluginKind::HealthCheck),
+                ErrorKind::WrongKind,
+                "wrong_kind",
+            ),
+            (
+                CallError::Host("pool".into()),
+                ErrorKind::Host,
+                "host_error",
+            ),
+        ];
+        for (err, kind, code) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+            assert_eq!(err.code(), code, "{err}");
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            memory_mib: 32,
+            timeout_ms: 250,
+            max_concurrent_calls: 1,
+            max_output_bytes: 4096,
+        }
+    }
+
+    /// A failure with no flag set and no trap.
+    fn plain(error: &str) -> Observed<'static> {
+        Observed {
+            timed_out: false,
+            memory_exceeded: false,
+            budget_exceeded: false,
+            budget_mib: 512,
+            trap: None,
+            error: error.to_owned(),
+            stderr: b"",
+        }
+    }
+
+    fn of(seen: Observed<'_>) -> CallError {
+        CallError::of_failed_call(&seen, &limits())
+    }
+
+    #[test]
+    fn the_hosts_flags_name_the_failure_before_what_the_guest_saw() {
+        let trapped = || Observed {
+            trap: Some(Trap::UnreachableCodeReached),
+            ..plain("wasm trap: unreachable")
+        };
+        let timed_out = Observed {
+            timed_out: true,
+            memory_exceeded: true,
+            budget_exceeded: true,
+            ..trapped()
+        };
+        assert_eq!(of(timed_out), CallError::Timeout(250));
+        let memory = Observed {
+            memory_exceeded: true,
+            budget_exceeded: true,
+            ..trapped()
+        };
+        assert_eq!(of(memory), CallError::MemoryLimit(32));
+        let budget = Observed {
+            budget_exceeded: true,
+            ..trapped()
+        };
+        assert_eq!(of(budget), CallError::HostMemory(512));
+        let fuel = Observed {
+            error: format!("transfer failed: {HOSTCALL_FUEL_EXHAUSTED}"),
+            ..trapped()
+        };
+        assert_eq!(
+            of(fuel),
+            CallError::OutputTooLarge {
+                size: None,
+                limit: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn traps_are_named_by_their_kind_and_what_the_guest_said() {
+        let trap = |trap, stderr: &'static [u8]| Observed {
+            trap: Some(trap),
+            stderr,
+            ..plain("wasm trap")
+        };
+        // An interrupt is the epoch deadline, even without the flag.
+        assert_eq!(of(trap(Trap::Interrupt, b"")), CallError::Timeout(250));
+        assert_eq!(
+            of(trap(Trap::StackOverflow, b"thread panicked")),
+            CallError::Trap("stack overflow".into())
+        );
+        let unreachable = Trap::UnreachableCodeReached.to_string();
+        assert_eq!(
+            of(trap(Trap::UnreachableCodeReached, b" \n")),
+            CallError::Trap(unreachable.clone())
+        );
+        assert_eq!(
+            of(trap(
+                Trap::UnreachableCodeReached,
+                b"panicked at src/lib.rs:3: no title\n"
+            )),
+            CallError::Trap(format!(
+                "{unreachable}; the plugin said: panicked at src/lib.rs:3: no title"
+            ))
+        );
+    }
+
+    #[test]
+    fn other_errors_are_traps_except_an_exhausted_instance_pool() {
+        let pool = "maximum concurrent instance limit of 100 reached";
+        assert_eq!(
+            of(plain(pool)),
+            CallError::Host(format!("instance pool exhausted: {pool}"))
+        );
+        assert_eq!(
+            of(plain("component export failed")),
+            CallError::Trap("component export failed".into())
+        );
     }
 }

@@ -36,7 +36,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::host_api::HostContext;
 use super::http::HttpGate;
 use super::manifest::{Limits, MAX_MEMORY_MIB, PluginKind};
-use super::outcome::CallError;
+use super::outcome::{CallError, Observed};
 
 /// Generated bindings for the WIT package in `wit/`.
 pub(crate) mod bindings {
@@ -715,7 +715,9 @@ async fn bounded<T>(
 }
 
 /// Turns the raw outcome of a call into its result, naming what went wrong
-/// from what the store saw: a deadline, the memory limit, or a trap.
+/// from what the store saw (a deadline, the memory limit, a trap; see
+/// [`CallError::of_failed_call`]). `None` is a call the host's own timer
+/// gave up on.
 fn settle<T>(
     store: &Store<CallState>,
     limits: &Limits,
@@ -727,47 +729,19 @@ fn settle<T>(
         Some(Err(err)) => err,
         None => return Err(CallError::Timeout(limits.timeout_ms)),
     };
-    if state.timed_out {
-        return Err(CallError::Timeout(limits.timeout_ms));
-    }
-    if state.limiter.memory_exceeded {
-        return Err(CallError::MemoryLimit(limits.memory_mib));
-    }
-    if state.limiter.budget_exceeded {
-        return Err(CallError::HostMemory(state.limiter.budget.limit() >> 20));
-    }
-    // wasmtime's error for a transfer past the store's hostcall fuel is a
-    // private type; its text is the only thing to recognise it by.
-    if format!("{err:#}").contains("fuel allocated for hostcalls has been exhausted") {
-        return Err(CallError::OutputTooLarge {
-            size: None,
-            limit: limits.max_output_bytes,
-        });
-    }
-    match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Err(CallError::Timeout(limits.timeout_ms)),
-        Some(Trap::StackOverflow) => Err(CallError::Trap("stack overflow".into())),
-        Some(trap) => {
-            let stderr = state.stderr.contents();
-            let said = String::from_utf8_lossy(&stderr);
-            let said = said.trim();
-            if said.is_empty() {
-                Err(CallError::Trap(trap.to_string()))
-            } else {
-                Err(CallError::Trap(format!("{trap}; the plugin said: {said}")))
-            }
-        }
-        None => {
-            let message = format!("{err:#}");
-            if message.contains("instance") && message.contains("limit") {
-                Err(CallError::Host(format!(
-                    "instance pool exhausted: {message}"
-                )))
-            } else {
-                Err(CallError::Trap(message))
-            }
-        }
-    }
+    let stderr = state.stderr.contents();
+    Err(CallError::of_failed_call(
+        &Observed {
+            timed_out: state.timed_out,
+            memory_exceeded: state.limiter.memory_exceeded,
+            budget_exceeded: state.limiter.budget_exceeded,
+            budget_mib: state.limiter.budget.limit() >> 20,
+            trap: err.downcast_ref::<Trap>().copied(),
+            error: format!("{err:#}"),
+            stderr: &stderr,
+        },
+        limits,
+    ))
 }
 
 fn spawn_epoch_ticker(engine: &Engine) {
