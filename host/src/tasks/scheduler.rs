@@ -433,12 +433,17 @@ impl Tasks {
         // A plugin loaded, swapped or removed can make waiting tasks
         // runnable (or not), so a change to the plugins wakes the loop too.
         let mut plugin_changes = self.plugins.subscribe();
+        // Claims refused while the store was unavailable left their tasks
+        // queued; the store coming back must start them without waiting
+        // for the next submission.
+        let mut store_changes = self.store.health_changes();
         loop {
             let next_timer = self.pass().await;
             let sleep = next_timer.map_or(Duration::from_secs(3600), |at| at.from_now());
             tokio::select! {
                 _ = self.wake.notified() => {}
                 Ok(()) = plugin_changes.changed() => {}
+                Ok(()) = store_changes.changed() => {}
                 _ = tokio::time::sleep(sleep.max(Duration::from_millis(1))) => {}
             }
         }
@@ -496,7 +501,12 @@ impl Tasks {
             self.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(task_id = %task.id, "task timed out while queued");
             if let Err(err) = self.table.put(&task.id, &task).await {
-                tracing::error!(task_id = %task.id, error = %err, "could not record timeout");
+                // A faulted store has logged its episode; one ERROR is enough.
+                if err.is_unavailable() {
+                    tracing::warn!(task_id = %task.id, error = %err, "could not record timeout");
+                } else {
+                    tracing::error!(task_id = %task.id, error = %err, "could not record timeout");
+                }
             }
         }
         for (task, running) in overdue {
@@ -639,7 +649,12 @@ impl Tasks {
             batch.push(self.table.put_op(&task.id, task));
         }
         if let Err(err) = self.store.write(batch).await {
-            tracing::error!(error = %err, "could not record task assignments; they stay queued");
+            // A faulted store has logged its episode; one ERROR is enough.
+            if err.is_unavailable() {
+                tracing::warn!(error = %err, "could not record task assignments; they stay queued");
+            } else {
+                tracing::error!(error = %err, "could not record task assignments; they stay queued");
+            }
             let mut queue = self.lock();
             for (mut task, worker) in claims {
                 queue.running.remove(&task.id);
@@ -834,7 +849,12 @@ impl Tasks {
             }
         }
         if let Err(err) = self.store.write(batch).await {
-            tracing::error!(task_id = %task.id, error = %err, "could not record the task's state");
+            // A faulted store has logged its episode; one ERROR is enough.
+            if err.is_unavailable() {
+                tracing::warn!(task_id = %task.id, error = %err, "could not record the task's state");
+            } else {
+                tracing::error!(task_id = %task.id, error = %err, "could not record the task's state");
+            }
         }
         match task.status {
             TaskStatus::Succeeded => {
