@@ -40,8 +40,10 @@ struct Status {
 struct Storage {
     status: StorageState,
     /// When the store became unavailable; `null` while it is ok.
+    #[schema(required = true)]
     since: Option<Timestamp>,
     /// The storage error that keeps it unavailable; `null` while it is ok.
+    #[schema(required = true)]
     last_error: Option<String>,
 }
 
