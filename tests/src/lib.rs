@@ -326,6 +326,8 @@ pub struct Reply {
     pub status: u16,
     /// `Content-Type`, if any.
     pub content_type: String,
+    /// `Retry-After`, if any.
+    pub retry_after: Option<String>,
     /// Body as text.
     pub text: String,
     /// Body as JSON.
@@ -473,11 +475,17 @@ impl Reply {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response.text().await.expect("body read");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Self {
             status,
             content_type,
+            retry_after,
             text,
             json,
         }

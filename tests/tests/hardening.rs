@@ -37,9 +37,15 @@ async fn raw(host: &Host, method: &str, path: &str, body: Option<&str>) -> Reply
                 .then(|| value.trim().to_owned())
         })
         .unwrap_or_default();
+    let retry_after = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("retry-after")
+            .then(|| value.trim().to_owned())
+    });
     Reply {
         status,
         content_type,
+        retry_after,
         text: text.to_owned(),
         json: serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
     }

@@ -48,6 +48,7 @@ async fn read_reply(stream: &mut TcpStream) -> Reply {
     Reply {
         status,
         content_type: header("content-type"),
+        retry_after: Some(header("retry-after")).filter(|value| !value.is_empty()),
         json: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
     }

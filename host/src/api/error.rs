@@ -2,11 +2,12 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::plugins::{ErrorKind, InvokeError, LoadError, RemoveError};
+use crate::store::StoreError;
 use crate::tasks::TaskError;
 use crate::workers::WorkerError;
 use crate::workflows::WorkflowError;
@@ -66,7 +67,15 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header, when waiting can help.
+    retry_after_secs: Option<u64>,
 }
+
+/// Marks a response refused because the store is faulted. The store logs
+/// such an episode once, so the request log leaves these answers out of its
+/// ERROR lines (see `api::count_requests`).
+#[derive(Debug, Clone, Copy)]
+pub struct StorageRefusal;
 
 impl ApiError {
     /// An error with an explicit status and code.
@@ -75,6 +84,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// 503 `storage_unavailable` with `Retry-After`: the store is faulted (a
+    /// full disk, an I/O error) and reopens itself; the same request may
+    /// succeed later. Not logged: the store logs the episode once.
+    pub fn storage_unavailable(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!(
+                    "the host cannot store data now (the disk may be full); \
+                     retry in {retry_after_secs} s"
+                ),
+            )
         }
     }
 
@@ -108,7 +135,30 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.code == "storage_unavailable" {
+            response.extensions_mut().insert(StorageRefusal);
+        }
+        response
+    }
+}
+
+/// The one mapping of store errors every domain error goes through: a
+/// faulted store is 503 `storage_unavailable`, anything else the host's own
+/// failure (500).
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable {
+                retry_after_secs, ..
+            } => Self::storage_unavailable(retry_after_secs),
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -144,7 +194,7 @@ impl From<WorkerError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
             WorkerError::NotFound(_) => Self::not_found(err.to_string()),
-            WorkerError::Store(store) => Self::internal(store),
+            WorkerError::Store(store) => store.into(),
         }
     }
 }
@@ -157,7 +207,7 @@ impl From<TaskError> for ApiError {
             TaskError::AlreadyEnded { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
-            TaskError::Store(store) => Self::internal(store),
+            TaskError::Store(store) => store.into(),
             TaskError::Internal(message) => Self::internal(message),
         }
     }
@@ -171,7 +221,7 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::AlreadyExists(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
-            WorkflowError::Store(store) => Self::internal(store),
+            WorkflowError::Store(store) => store.into(),
         }
     }
 }
@@ -234,5 +284,39 @@ impl From<RemoveError> for ApiError {
             }
             RemoveError::Io(_) => Self::internal(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_faulted_store_answers_503_with_retry_after_wherever_it_was_met() {
+        let unavailable = || StoreError::Unavailable {
+            reason: "I/O error: No space left on device".into(),
+            retry_after_secs: 2,
+        };
+        // Every domain error goes through the one mapping.
+        for error in [
+            ApiError::from(unavailable()),
+            ApiError::from(TaskError::Store(unavailable())),
+            ApiError::from(WorkerError::Store(unavailable())),
+            ApiError::from(WorkflowError::Store(unavailable())),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+            assert!(response.extensions().get::<StorageRefusal>().is_some());
+        }
+    }
+
+    #[test]
+    fn other_store_failures_stay_internal_errors() {
+        let response =
+            ApiError::from(TaskError::Store(StoreError::Backend("boom".into()))).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        assert!(response.extensions().get::<StorageRefusal>().is_none());
     }
 }

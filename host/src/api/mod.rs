@@ -121,7 +121,14 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
         .map(|path| path.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status();
-    if status.is_server_error() {
+    // A refusal of a faulted store is not an error of this request: the
+    // store logs its episode once, however many requests it refuses.
+    if status.is_server_error()
+        && response
+            .extensions()
+            .get::<error::StorageRefusal>()
+            .is_none()
+    {
         tracing::error!(%method, route = %route.as_deref().unwrap_or("-"), status = status.as_u16(), "request failed");
     }
     app.http.record(&method, route.as_deref(), status);

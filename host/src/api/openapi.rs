@@ -21,7 +21,7 @@ const EVERY_OPERATION: [(&str, &str); 4] = [
     ("500", "The host failed; its log has the details"),
     (
         "503",
-        "The request was not answered within the request timeout, or the plugin's call slots stayed busy",
+        "The request was not answered within the request timeout, the plugin's call slots stayed busy, or the store cannot take writes now (`storage_unavailable`, with `Retry-After` in seconds)",
     ),
 ];
 

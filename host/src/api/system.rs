@@ -14,6 +14,7 @@ use super::extract::ApiQuery;
 use super::metrics::MetricsSnapshot;
 use crate::App;
 use crate::clock::Timestamp;
+use crate::store::{StorageStatus, StoreHealth};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -21,13 +22,50 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(metrics))
 }
 
-/// `GET /status`, in exactly the shape of the user's guide.
+/// `GET /status`, in the shape of the user's guide, plus `storage`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Status {
     timestamp: Timestamp,
     version: &'static str,
     components: Components,
+    storage: Storage,
+}
+
+/// Whether the store takes writes. While it is `unavailable` (a full disk,
+/// an I/O error) writes answer 503 `storage_unavailable`, the components
+/// that keep state say `degraded`, and the host keeps trying to reopen it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Storage {
+    status: StorageState,
+    /// When the store became unavailable; `null` while it is ok.
+    #[schema(required = true)]
+    since: Option<Timestamp>,
+    /// The storage error that keeps it unavailable; `null` while it is ok.
+    #[schema(required = true)]
+    last_error: Option<String>,
+}
+
+/// `ok`, or `unavailable` while writes are refused.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum StorageState {
+    Ok,
+    Unavailable,
+}
+
+impl From<StoreHealth> for Storage {
+    fn from(health: StoreHealth) -> Self {
+        Self {
+            status: match health.status {
+                StorageStatus::Ok => StorageState::Ok,
+                StorageStatus::Unavailable => StorageState::Unavailable,
+            },
+            since: health.since,
+            last_error: health.last_error,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -38,12 +76,14 @@ struct Components {
     auto_recovery_system: AutoRecoverySystem,
 }
 
-/// `running` for a component that works; `unavailable` for one this build
-/// does not have yet.
+/// `running` for a component that works; `degraded` for one that runs but
+/// cannot store what it does (the store is unavailable); `unavailable` for
+/// one this build does not have yet.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum ComponentStatus {
     Running,
+    Degraded,
     Unavailable,
 }
 
@@ -95,7 +135,8 @@ struct RecoveryPerformance {
     success_rate: f64,
 }
 
-/// The state of the three automation systems.
+/// The state of the three automation systems, and of the store. Answered
+/// from memory, so it works while the store is unavailable.
 #[utoipa::path(
     get, path = "/status", tag = "system",
     responses((status = 200, description = "`data` is the status", body = Status))
@@ -109,6 +150,11 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     } else {
         (tasks.succeeded as f64 * 1000.0 / finished as f64).round() / 10.0
     };
+    let storage = app.store.health();
+    let worker_status = match storage.status {
+        StorageStatus::Ok => ComponentStatus::Running,
+        StorageStatus::Unavailable => ComponentStatus::Degraded,
+    };
     // Plans and incidents arrive with their own modules; until then their
     // numbers are zeros and their components say `unavailable`.
     Ok(ok(Status {
@@ -116,7 +162,7 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         version: env!("CARGO_PKG_VERSION"),
         components: Components {
             worker_automation: WorkerAutomation {
-                status: ComponentStatus::Running,
+                status: worker_status,
                 workers,
                 active_tasks: tasks.running,
                 performance: TaskPerformance {
@@ -141,6 +187,7 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
                 },
             },
         },
+        storage: storage.into(),
     }))
 }
 

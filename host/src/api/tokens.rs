@@ -122,7 +122,7 @@ impl From<TokenError> for ApiError {
         match err {
             TokenError::Invalid(_) => ApiError::invalid(err.to_string()),
             TokenError::NotFound(_) => ApiError::not_found(err.to_string()),
-            TokenError::Store(store) => ApiError::internal(store),
+            TokenError::Store(store) => store.into(),
         }
     }
 }

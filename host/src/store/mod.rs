@@ -10,8 +10,14 @@
 //! write is durable. The redb backend commits many concurrent writes in one
 //! transaction (group commit), so durability costs one fsync per batch, not one
 //! per request.
+//!
+//! A storage fault (a full disk, an I/O error) is an episode, not an error
+//! per request: the backend refuses writes with [`StoreError::Unavailable`]
+//! until it has reopened its file and a probe write succeeded, and
+//! [`Store::health`] says so meanwhile (see `redb_backend` and `health`).
 
 mod counters;
+mod health;
 mod indexed;
 mod redb_backend;
 
@@ -22,6 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use counters::Counters;
+pub use health::{StorageStatus, StoreHealth};
 pub use indexed::{Filter, Indexed, IndexedTable, Page};
 pub use redb_backend::RedbBackend;
 
@@ -51,6 +58,26 @@ pub enum StoreError {
     /// does not promise a rollback after a failed commit.
     #[error("storage failed: {0}")]
     Backend(String),
+    /// The store is faulted (a full disk, an I/O error) and refuses writes,
+    /// and reads that fail, until it has reopened its file. A write refused
+    /// on arrival wrote nothing; the write whose commit failed may or may
+    /// not be durable, as with [`StoreError::Backend`]. Retry later.
+    #[error("storage unavailable: {reason}")]
+    Unavailable {
+        /// The storage error behind the episode.
+        reason: String,
+        /// Whole seconds until the store next tries to reopen, at least 1.
+        retry_after_secs: u64,
+    },
+}
+
+impl StoreError {
+    /// True when the store is faulted, so that the same request may succeed
+    /// later: the one question every caller that maps store errors asks, so
+    /// that a fault answers the same way whichever module met it.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 /// One operation in a [`Batch`].
@@ -161,6 +188,11 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         batch: Batch,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+
+    /// Whether the engine takes writes now, as a watch: its value is the
+    /// current health, and it changes when a fault episode begins, when its
+    /// error changes, and when it ends. Reading it never touches storage.
+    fn health(&self) -> tokio::sync::watch::Receiver<StoreHealth>;
 }
 
 /// A handle on the storage engine, cheap to clone.
@@ -200,6 +232,18 @@ impl Store {
     /// Applies a batch built from several tables' operations atomically.
     pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
         self.backend.write(batch).await
+    }
+
+    /// Whether the store takes writes now, for `/status`. Answered from
+    /// memory, so it works while the store is faulted.
+    pub fn health(&self) -> StoreHealth {
+        self.backend.health().borrow().clone()
+    }
+
+    /// A watch that changes whenever [`Store::health`] does, for loops that
+    /// should act again once the store is back.
+    pub fn health_changes(&self) -> tokio::sync::watch::Receiver<StoreHealth> {
+        self.backend.health()
     }
 }
 

@@ -297,6 +297,11 @@ pub(super) async fn prune_forever(
                         break;
                     }
                 }
+                Err(err) if err.is_unavailable() => {
+                    // The store's episode has its own ERROR line.
+                    tracing::warn!(error = %err, "could not prune finished tasks; trying again later");
+                    break;
+                }
                 Err(err) => {
                     tracing::error!(error = %err, "could not prune finished tasks; trying again later");
                     break;

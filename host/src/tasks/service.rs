@@ -16,7 +16,7 @@ use crate::clock::Timestamp;
 use crate::engine::{Clock, Loops, run_timed};
 use crate::names::Name;
 use crate::plugins::Plugins;
-use crate::store::{Batch, Store};
+use crate::store::{Batch, Store, StoreError};
 use crate::workers::{Worker, Workers};
 use crate::workflows::Workflows;
 
@@ -110,16 +110,20 @@ impl Tasks {
             })
         });
         // A plugin loaded, swapped or removed can make waiting tasks
-        // runnable (or not), so a change to the plugins wakes the loop too.
-        let (mut changes, wake) = (tasks.plugins.subscribe(), tasks.wake.clone());
-        loops.spawn("task-plugin-changes", move |mut shutdown| async move {
+        // runnable (or not); claims refused while the store was unavailable
+        // left their tasks queued, and the store coming back must start
+        // them without waiting for the next submission. Either wakes the
+        // scheduler.
+        let mut plugin_changes = tasks.plugins.subscribe();
+        let mut store_changes = tasks.store.health_changes();
+        let wake = tasks.wake.clone();
+        loops.spawn("task-wakers", move |mut shutdown| async move {
             loop {
                 tokio::select! {
                     () = shutdown.requested() => break,
-                    changed = changes.changed() => match changed {
-                        Ok(()) => wake.notify_one(),
-                        Err(_) => break,
-                    },
+                    Ok(()) = plugin_changes.changed() => wake.notify_one(),
+                    Ok(()) = store_changes.changed() => wake.notify_one(),
+                    else => break,
                 }
             }
         });
@@ -368,7 +372,7 @@ impl Tasks {
             let mut batch = Batch::new();
             batch.extend(self.records.change_ops(Some(&before), &task));
             if let Err(err) = self.store.write(batch).await {
-                tracing::error!(task_id = %task.id, error = %err, "could not record timeout");
+                write_failed(&err, &task.id, "could not record timeout");
             }
         }
         for task in overdue {
@@ -423,7 +427,11 @@ impl Tasks {
             batch.extend(self.records.change_ops(Some(&claim.before), &claim.task));
         }
         if let Err(err) = self.store.write(batch).await {
-            tracing::error!(error = %err, "could not record task assignments; they stay queued");
+            write_failed(
+                &err,
+                "-",
+                "could not record task assignments; they stay queued",
+            );
             let now = self.clock.now();
             let mut queue = self.lock();
             for claim in &claims {
@@ -493,7 +501,7 @@ impl Tasks {
             }
         }
         if let Err(err) = self.store.write(batch).await {
-            tracing::error!(task_id = %task.id, error = %err, "could not record the task's state");
+            write_failed(&err, &task.id, "could not record the task's state");
         }
         self.log_outcome(&task, &worker_id);
         {
@@ -533,5 +541,16 @@ impl Tasks {
             ),
             TaskStatus::Running => {}
         }
+    }
+}
+
+/// Logs a write the scheduler could not make. While the store is
+/// unavailable its episode has logged the one ERROR line; each refused
+/// write is a WARN then.
+fn write_failed(err: &StoreError, task_id: &str, what: &str) {
+    if err.is_unavailable() {
+        tracing::warn!(task_id = %task_id, error = %err, "{what}");
+    } else {
+        tracing::error!(task_id = %task_id, error = %err, "{what}");
     }
 }
