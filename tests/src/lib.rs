@@ -159,6 +159,16 @@ impl Host {
         Some(Duration::from_millis(ticks * 10))
     }
 
+    /// The host process's resident memory, read from `/proc`; `None` where
+    /// that is not readable.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Kills the host with SIGKILL, as a crash would, and waits for it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

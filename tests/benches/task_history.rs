@@ -1,0 +1,211 @@
+//! Costs that must not grow with history: with `TASKS` finished tasks in
+//! the store, the latency of list pages (unfiltered, deep, by each filter, a
+//! rare combination), the host's memory after the load, idle after a
+//! restart and after the lists, and the cost of pruning them all.
+//!
+//! Run with `cargo xtask build && cargo bench -p autoagent-tests --bench task_history`.
+//! `TASKS` (default 100000) and `CLIENTS` (64) override the defaults.
+
+use std::time::{Duration, Instant};
+
+use autoagent_tests::{Client, Host, eventually, json, setting};
+
+const WORKERS: usize = 8;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let tasks = setting("TASKS", 100_000);
+    let clients = setting("CLIENTS", 64);
+    let mut host = Host::start();
+    let client = Client::new();
+    println!("idle RSS, empty store: {}", mib(host.rss_bytes()));
+    for n in 0..WORKERS {
+        let worker = json!({
+            "id": format!("BENCH_{n}"), "name": "bench", "type": "TODO",
+            "capabilities": ["task_creation"], "concurrency": 16
+        });
+        client
+            .post_json(&host.url("/workers"), &worker.to_string())
+            .await
+            .expect_ok(201);
+    }
+
+    // One task in a hundred is high priority: the rare filter value.
+    let started = Instant::now();
+    let url = host.url("/tasks");
+    let submitters: Vec<_> = (0..clients)
+        .map(|c| {
+            let url = url.clone();
+            let share = tasks / clients + usize::from(c < tasks % clients);
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for n in 0..share {
+                    let priority = if (c + n * clients) % 100 == 0 {
+                        "high"
+                    } else {
+                        "medium"
+                    };
+                    let body = json!({
+                        "type": "TODO", "priority": priority, "capability": "task_creation",
+                        "data": {"title": format!("history {c}-{n}")}
+                    });
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    assert_eq!(response.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for submitter in submitters {
+        submitter.await.unwrap();
+    }
+    let status_url = host.url("/status");
+    eventually(3600, "every task to finish", || async {
+        let status = client.get(&status_url).await.expect_ok(200);
+        let done = status["components"]["workerAutomation"]["performance"]["completedTasks"]
+            .as_u64()
+            .unwrap_or(0);
+        (done >= tasks as u64).then_some(())
+    })
+    .await;
+    println!(
+        "{tasks} tasks submitted and run in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("RSS after the load: {}", mib(host.rss_bytes()));
+
+    assert!(host.stop().success());
+    host.restart();
+    // The restart is done once the host answers.
+    client.get(&status_url).await.expect_ok(200);
+    println!("idle RSS after a restart: {}", mib(host.rss_bytes()));
+
+    let middle = middle_cursor(&client, &host, tasks).await;
+    let queries = [
+        ("first page, unfiltered", "limit=50".to_owned()),
+        ("deep page, unfiltered", format!("limit=50&cursor={middle}")),
+        ("status=succeeded", "status=succeeded&limit=50".to_owned()),
+        ("worker=BENCH_3", "worker=BENCH_3&limit=50".to_owned()),
+        ("priority=high (1%)", "priority=high&limit=50".to_owned()),
+        (
+            "status+worker+priority=high",
+            "status=succeeded&worker=BENCH_3&priority=high&limit=50".to_owned(),
+        ),
+        (
+            "team=default&type=TODO",
+            "team=default&type=TODO&limit=50".to_owned(),
+        ),
+        ("status=failed (none)", "status=failed&limit=50".to_owned()),
+    ];
+    println!("| list | p50 | p99 | items |");
+    println!("| --- | --- | --- | --- |");
+    for (name, query) in &queries {
+        let url = host.url(&format!("/tasks?{query}"));
+        let mut times = Vec::new();
+        let mut items = 0;
+        for _ in 0..100 {
+            let begun = Instant::now();
+            let page = client.get(&url).await.expect_ok(200);
+            times.push(begun.elapsed());
+            items = page["items"].as_array().map_or(0, Vec::len);
+        }
+        times.sort();
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms | {items} |",
+            ms(times[49]),
+            ms(times[98])
+        );
+    }
+    let walk = Instant::now();
+    let pages = walk_all(&client, &host).await;
+    println!(
+        "walking every task, 500 a page: {pages} pages in {:.2} s",
+        walk.elapsed().as_secs_f64()
+    );
+    println!("RSS after the lists: {}", mib(host.rss_bytes()));
+
+    // Pruning: the same store opened in-process with a retention of zero,
+    // so every finished task is past it at once.
+    assert!(host.stop().success());
+    let mut config = autoagent::AppConfig::new(&host.data_dir);
+    config.task_retention = Duration::ZERO;
+    let begun = Instant::now();
+    let app = autoagent::App::open(&config)
+        .await
+        .expect("opening the store");
+    loop {
+        let query = autoagent::tasks::TaskQuery {
+            limit: Some(1),
+            ..Default::default()
+        };
+        if app.tasks.list(query, None).await.unwrap().items.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = begun.elapsed();
+    let counts = app.tasks.counts();
+    println!(
+        "pruning {tasks} finished tasks: {:.2} s ({:.0} tasks/s); totals after: {} submitted, {} succeeded",
+        took.as_secs_f64(),
+        tasks as f64 / took.as_secs_f64(),
+        counts.total,
+        counts.succeeded
+    );
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The id of a task in the middle of the history, as a cursor.
+async fn middle_cursor(client: &Client, host: &Host, tasks: usize) -> String {
+    let mut cursor: Option<String> = None;
+    let mut seen = 0;
+    loop {
+        let after = cursor
+            .as_deref()
+            .map_or(String::new(), |c| format!("&cursor={c}"));
+        let page = client
+            .get(&host.url(&format!("/tasks?limit=500{after}")))
+            .await
+            .expect_ok(200);
+        seen += page["items"].as_array().unwrap().len();
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        if seen >= tasks / 2 || cursor.is_none() {
+            return cursor.unwrap_or_default();
+        }
+    }
+}
+
+async fn walk_all(client: &Client, host: &Host) -> usize {
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let after = cursor
+            .as_deref()
+            .map_or(String::new(), |c| format!("&cursor={c}"));
+        let page = client
+            .get(&host.url(&format!("/tasks?limit=500{after}")))
+            .await
+            .expect_ok(200);
+        pages += 1;
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return pages,
+        }
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+    })
+}
