@@ -482,7 +482,7 @@ mod tests {
         let done_page = table
             .page(&[("state", "done".to_owned())], None, 10)
             .unwrap();
-        assert_eq!(done_page.items, [after.clone()]);
+        assert_eq!(done_page.items, std::slice::from_ref(&after));
         assert_eq!(table.count("state", "open").unwrap(), 0);
         assert_eq!(table.count("state", "done").unwrap(), 1);
         // The covering entry of the unchanged pair says the new state too.
