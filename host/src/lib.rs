@@ -141,6 +141,7 @@ impl App {
             retention: config.task_retention,
         };
         let tasks = Tasks::open(deps, &loops).await?;
+        loops.spawn("memory-trim", trim_memory_forever);
         Ok(Arc::new(Self {
             tokens,
             anonymous_is_admin: config.anonymous_is_admin,
@@ -166,6 +167,29 @@ impl App {
         self.tasks
             .drain(grace.saturating_sub(started.elapsed()))
             .await;
+    }
+}
+
+/// How often freed memory is handed back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Hands memory freed after a burst (a walk through a long list, a flood of
+/// tasks, plugins compiled at start) back to the system. glibc keeps what
+/// its per-thread arenas freed for reuse, so without this a host's resident
+/// memory stays at the peak of its busiest moment; `malloc_trim` returns the
+/// free pages of every arena. Elsewhere this loop only waits for shutdown.
+async fn trim_memory_forever(mut shutdown: engine::Shutdown) {
+    loop {
+        tokio::select! {
+            () = shutdown.requested() => return,
+            () = tokio::time::sleep(TRIM_EVERY) => {}
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: `malloc_trim` only releases free heap memory; it takes
+        // the allocator's own locks and touches no memory the program uses.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 

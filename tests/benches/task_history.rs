@@ -83,6 +83,8 @@ async fn run() {
         started.elapsed().as_secs_f64()
     );
     println!("RSS after the load: {}", mib(host.rss_bytes()));
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    println!("RSS idle 31 s after the load: {}", mib(host.rss_bytes()));
     let file = host.data_dir.join(autoagent::DATABASE_FILE);
     let size = std::fs::metadata(&file).map_or(0, |m| m.len());
     println!("store file: {:.0} MiB", size as f64 / (1 << 20) as f64);
@@ -93,7 +95,7 @@ async fn run() {
     client.get(&host.url("/status")).await.expect_ok(200);
     println!("idle RSS after a restart: {}", mib(host.rss_bytes()));
 
-    let middle = middle_cursor(&client, &host, tasks).await;
+    let (_, middle) = walk(&client, &host, tasks / 2).await;
     let queries = [
         ("first page, unfiltered", "limit=50".to_owned()),
         ("deep page, unfiltered", format!("limit=50&cursor={middle}")),
@@ -130,12 +132,15 @@ async fn run() {
         );
     }
     let walk = Instant::now();
-    let pages = walk_all(&client, &host).await;
+    let (pages, _) = walk(&client, &host, usize::MAX).await;
     println!(
         "walking every task, 500 a page: {pages} pages in {:.2} s",
         walk.elapsed().as_secs_f64()
     );
     println!("RSS after the lists: {}", mib(host.rss_bytes()));
+    // The host hands freed memory back every 30 s; a bench may sleep.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    println!("RSS idle 31 s after the lists: {}", mib(host.rss_bytes()));
 
     // Pruning: the same store opened in-process with a retention of zero,
     // so every finished task is past it at once.
@@ -168,29 +173,11 @@ async fn run() {
     app.shutdown(Duration::from_secs(5)).await;
 }
 
-/// The id of a task in the middle of the history, as a cursor.
-async fn middle_cursor(client: &Client, host: &Host, tasks: usize) -> String {
+/// Walks the tasks by cursor, 500 a page, until `enough` tasks were seen
+/// or the list ends. Returns the pages read and the cursor reached.
+async fn walk(client: &Client, host: &Host, enough: usize) -> (usize, String) {
     let mut cursor: Option<String> = None;
-    let mut seen = 0;
-    loop {
-        let after = cursor
-            .as_deref()
-            .map_or(String::new(), |c| format!("&cursor={c}"));
-        let page = client
-            .get(&host.url(&format!("/tasks?limit=500{after}")))
-            .await
-            .expect_ok(200);
-        seen += page["items"].as_array().unwrap().len();
-        cursor = page["nextCursor"].as_str().map(str::to_owned);
-        if seen >= tasks / 2 || cursor.is_none() {
-            return cursor.unwrap_or_default();
-        }
-    }
-}
-
-async fn walk_all(client: &Client, host: &Host) -> usize {
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
+    let (mut pages, mut seen) = (0, 0);
     loop {
         let after = cursor
             .as_deref()
@@ -200,9 +187,10 @@ async fn walk_all(client: &Client, host: &Host) -> usize {
             .await
             .expect_ok(200);
         pages += 1;
-        match page["nextCursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return pages,
+        seen += page["items"].as_array().map_or(0, Vec::len);
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        if seen >= enough || cursor.is_none() {
+            return (pages, cursor.unwrap_or_default());
         }
     }
 }

@@ -83,15 +83,10 @@ mod tests {
     }
 
     fn task(kind: &str) -> Task {
-        serde_json::from_value(json!({
-            "id": "t1", "type": kind, "priority": "medium", "data": {},
-            "workflow": null, "capability": "todo", "team": "default",
-            "deadline": null, "attempts": 0, "maxAttempts": 3, "status": "queued",
-            "workerId": null, "result": null, "error": null, "waitingReason": null,
-            "notBefore": null, "createdAt": "2026-01-01T00:00:00.000Z",
-            "updatedAt": "2026-01-01T00:00:00.000Z", "startedAt": null, "finishedAt": null,
-        }))
-        .expect("a task record")
+        Task {
+            kind: kind.into(),
+            ..super::super::fixtures::task("t1")
+        }
     }
 
     fn pick<'w>(

@@ -263,3 +263,38 @@ pub enum TaskError {
     #[error("{0}")]
     Internal(String),
 }
+
+/// Tasks for the unit tests of this module's parts.
+#[cfg(test)]
+mod fixtures {
+    use super::{Priority, Task, TaskStatus};
+    use crate::clock::Timestamp;
+
+    /// A queued, never attempted task `id` of type `TODO` that runs
+    /// capability `todo` for team `default`, made at the epoch.
+    pub fn task(id: &str) -> Task {
+        Task {
+            id: id.into(),
+            kind: "TODO".into(),
+            priority: Priority::Medium,
+            data: serde_json::json!({}),
+            workflow: None,
+            capability: Some("todo".into()),
+            team: "default".into(),
+            deadline: None,
+            attempts: 0,
+            max_attempts: 3,
+            status: TaskStatus::Queued,
+            worker_id: None,
+            result: None,
+            error: None,
+            error_kind: None,
+            waiting_reason: None,
+            not_before: None,
+            created_at: Timestamp::EARLIEST,
+            updated_at: Timestamp::EARLIEST,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}

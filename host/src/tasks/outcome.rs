@@ -130,18 +130,13 @@ mod tests {
     use super::*;
 
     fn running(attempts: u32, max_attempts: u32) -> Task {
-        let mut task: Task = serde_json::from_value(json!({
-            "id": "t1", "type": "TODO", "priority": "medium", "data": {},
-            "workflow": null, "capability": "todo", "team": "default",
-            "deadline": null, "attempts": attempts, "maxAttempts": max_attempts,
-            "status": "running", "workerId": "w1", "result": null, "error": null,
-            "waitingReason": null, "notBefore": null,
-            "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z",
-            "startedAt": "2026-01-01T00:00:00.000Z", "finishedAt": null,
-        }))
-        .unwrap();
-        task.status = TaskStatus::Running;
-        task
+        Task {
+            attempts,
+            max_attempts,
+            status: TaskStatus::Running,
+            worker_id: Some("w1".into()),
+            ..super::super::fixtures::task("t1")
+        }
     }
 
     fn now() -> Timestamp {

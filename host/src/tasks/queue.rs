@@ -177,34 +177,15 @@ impl Queue {
 mod tests {
     use std::time::Duration;
 
-    use serde_json::json;
-
     use super::*;
 
     fn task(id: &str, priority: Priority, age_secs: u64) -> Task {
         let created = Timestamp::EARLIEST.plus(Duration::from_secs(1000 - age_secs));
         Task {
-            id: id.into(),
-            kind: "TODO".into(),
             priority,
-            data: json!({}),
-            workflow: None,
-            capability: Some("c".into()),
-            team: "default".into(),
-            deadline: None,
-            attempts: 0,
-            max_attempts: 3,
-            status: TaskStatus::Queued,
-            worker_id: None,
-            result: None,
-            error: None,
-            error_kind: None,
-            waiting_reason: None,
-            not_before: None,
             created_at: created,
             updated_at: created,
-            started_at: None,
-            finished_at: None,
+            ..super::super::fixtures::task(id)
         }
     }
 

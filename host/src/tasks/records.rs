@@ -324,8 +324,6 @@ pub(super) async fn prune_forever(
 mod tests {
     use std::sync::Arc;
 
-    use serde_json::json;
-
     use super::*;
     use crate::engine::Loops;
     use crate::store::{Batch, RedbBackend};
@@ -337,18 +335,13 @@ mod tests {
     }
 
     fn task(n: u32, status: TaskStatus, finished: Option<Timestamp>) -> Task {
-        let mut task: Task = serde_json::from_value(json!({
-            "id": format!("task_{n:05}"), "type": "TODO", "priority": "medium", "data": {},
-            "workflow": null, "capability": "todo", "team": "default", "deadline": null,
-            "attempts": 1, "maxAttempts": 3, "status": "queued", "workerId": "w1",
-            "result": null, "error": null, "waitingReason": null, "notBefore": null,
-            "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z",
-            "startedAt": null, "finishedAt": null,
-        }))
-        .unwrap();
-        task.status = status;
-        task.finished_at = finished;
-        task
+        Task {
+            attempts: 1,
+            worker_id: Some("w1".into()),
+            status,
+            finished_at: finished,
+            ..super::super::fixtures::task(&format!("task_{n:05}"))
+        }
     }
 
     async fn submit_and_end(records: &TaskRecords, store: &Store, task: &Task) {
