@@ -131,11 +131,11 @@ async fn run() {
             ms(times[98])
         );
     }
-    let walk = Instant::now();
+    let walking = Instant::now();
     let (pages, _) = walk(&client, &host, usize::MAX).await;
     println!(
         "walking every task, 500 a page: {pages} pages in {:.2} s",
-        walk.elapsed().as_secs_f64()
+        walking.elapsed().as_secs_f64()
     );
     println!("RSS after the lists: {}", mib(host.rss_bytes()));
     // The host hands freed memory back every 30 s; a bench may sleep.
