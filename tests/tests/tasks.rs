@@ -586,3 +586,38 @@ async fn a_failure_that_a_retry_cannot_help_is_not_retried_and_keeps_its_kind() 
     assert_eq!(task["errorKind"], "invalid_input", "{task}");
     assert_eq!(task["attempts"], 1, "{task}");
 }
+
+#[tokio::test]
+async fn sigterm_lets_a_running_task_finish_and_records_its_outcome() {
+    let mut host = Host::start_with_guests();
+    let client = Client::new();
+    register(&client, &host, json!({"id": "H1", "name": "h", "type": "BUSY", "capabilities": ["sleepish"], "team": "testing"})).await;
+    let id = submit(
+        &client,
+        &host,
+        json!({"type": "BUSY", "capability": "sleepish", "team": "testing", "data": {"ms": 800}, "maxAttempts": 1}),
+    )
+    .await;
+    started(&client, &host, &id).await;
+    host.terminate();
+    let status = host.wait();
+    assert!(status.success(), "SIGTERM should end the host cleanly: {status}");
+    // The log was written out to its last line, after the task's outcome.
+    let log = host.log();
+    let succeeded = log
+        .lines()
+        .position(|l| l.contains(&id) && l.contains("task succeeded"))
+        .expect("the running task finished within the grace period");
+    let stopped = log
+        .lines()
+        .position(|l| l.ends_with(": stopped"))
+        .expect("the last line says the host stopped");
+    assert!(succeeded < stopped, "{log}");
+    host.restart();
+    let task = client
+        .get(&host.url(&format!("/tasks/{id}")))
+        .await
+        .expect_ok(200);
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["attempts"], 1, "it ran once: {task}");
+}
