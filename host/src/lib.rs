@@ -13,6 +13,7 @@ pub mod digest;
 pub mod engine;
 pub mod logging;
 pub mod names;
+pub mod plans;
 pub mod plugins;
 pub mod server;
 pub mod store;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use auth::Tokens;
 use engine::{Clock, Loops};
+use plans::{ActionPlans, PlanDeps};
 use plugins::{FolderWatcher, Plugins, RuntimeConfig};
 use store::{RedbBackend, Store};
 use tasks::{TaskDeps, Tasks};
@@ -89,6 +91,8 @@ pub struct App {
     pub workflows: Arc<Workflows>,
     /// The task queue and its scheduler.
     pub tasks: Arc<Tasks>,
+    /// Action plans, their templates and their executor.
+    pub plans: Arc<ActionPlans>,
     /// HTTP counters for `/metrics`.
     pub http: api::HttpStats,
     /// When the host started.
@@ -140,7 +144,14 @@ impl App {
             clock: Clock::new(),
             retention: config.task_retention,
         };
+        let clock = deps.clock;
         let tasks = Tasks::open(deps, &loops).await?;
+        let plan_deps = PlanDeps {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            clock,
+        };
+        let plans = ActionPlans::open(plan_deps, &loops).await?;
         loops.spawn("memory-trim", trim_memory_forever);
         Ok(Arc::new(Self {
             tokens,
@@ -150,6 +161,7 @@ impl App {
             plugins,
             workflows,
             tasks,
+            plans,
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),

@@ -601,7 +601,10 @@ async fn sigterm_lets_a_running_task_finish_and_records_its_outcome() {
     started(&client, &host, &id).await;
     host.terminate();
     let status = host.wait();
-    assert!(status.success(), "SIGTERM should end the host cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM should end the host cleanly: {status}"
+    );
     // The log was written out to its last line, after the task's outcome.
     let log = host.log();
     let succeeded = log

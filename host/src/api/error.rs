@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::plans::PlanError;
 use crate::plugins::{ErrorKind, InvokeError, LoadError, RemoveError};
 use crate::store::StoreError;
 use crate::tasks::TaskError;
@@ -222,6 +223,24 @@ impl From<WorkflowError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
             WorkflowError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<PlanError> for ApiError {
+    fn from(err: PlanError) -> Self {
+        match err {
+            PlanError::Invalid { .. } => Self::invalid(err.to_string()),
+            PlanError::NotFound(_) | PlanError::TemplateNotFound(_) => {
+                Self::not_found(err.to_string())
+            }
+            PlanError::TemplateExists(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
+            PlanError::Conflict { code, .. } => {
+                Self::new(StatusCode::CONFLICT, code, err.to_string())
+            }
+            PlanError::Store(store) => store.into(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod metrics;
 mod openapi;
+mod plans;
 mod plugins;
 mod scope;
 mod system;
@@ -62,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(system::routes())
         .merge(tasks::routes())
         .merge(workflows::routes())
+        .merge(plans::routes())
         .merge(tokens::routes())
         .split_for_parts();
     // Rendered once: the document is the same for every request.

@@ -224,6 +224,30 @@ impl<T: Indexed> IndexedTable<T> {
         }
     }
 
+    /// A page as [`IndexedTable::page`] gives it, with the filter's pairs
+    /// ordered rarest first by their counts, so the shortest index is
+    /// walked; a pair no record has answers an empty page at once.
+    pub fn page_rarest_first(
+        &self,
+        filter: Vec<(&'static str, String)>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<T>, StoreError> {
+        let mut sized = Vec::with_capacity(filter.len());
+        for pair in filter {
+            sized.push((self.count(pair.0, &pair.1)?, pair));
+        }
+        sized.sort_by_key(|(count, _)| *count);
+        if sized.first().is_some_and(|(count, _)| *count == 0) {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
+        let filter: Vec<_> = sized.into_iter().map(|(_, pair)| pair).collect();
+        self.page(&filter, after, limit)
+    }
+
     fn page_unfiltered(&self, after: Option<&str>, limit: usize) -> Result<Page<T>, StoreError> {
         let rows = self.records.raw().scan_after("", after, limit)?;
         let next = (rows.len() == limit)

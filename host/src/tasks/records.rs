@@ -205,10 +205,8 @@ impl TaskRecords {
             limit,
             next_cursor: None,
         };
-        let team = match (only_team, &query.team) {
-            (Some(own), Some(asked)) if own != asked.as_str() => return Ok(empty),
-            (Some(own), _) => Some(own.to_owned()),
-            (None, asked) => asked.as_ref().map(|team| team.to_string()),
+        let Some(team) = crate::auth::team_filter(only_team, query.team.as_deref()) else {
+            return Ok(empty);
         };
         let mut filter: Vec<(&'static str, String)> = Vec::new();
         filter.extend(query.status.map(|s| (field::STATUS, s.as_str().to_owned())));
@@ -220,20 +218,11 @@ impl TaskRecords {
                 .map(|p| (field::PRIORITY, p.as_str().to_owned())),
         );
         filter.extend(query.worker.clone().map(|worker| (field::WORKER, worker)));
-        // Walk the index of the rarest value; check the others on its
-        // entries.
-        let mut sized = Vec::with_capacity(filter.len());
-        for pair in filter {
-            sized.push((self.table.count(pair.0, &pair.1)?, pair));
-        }
-        sized.sort_by_key(|(count, _)| *count);
-        if sized.first().is_some_and(|(count, _)| *count == 0) {
-            return Ok(empty);
-        }
-        let filter: Vec<_> = sized.into_iter().map(|(_, pair)| pair).collect();
-        let page = self
-            .table
-            .page(&filter, query.cursor.as_ref().map(|c| c.as_str()), limit)?;
+        let page = self.table.page_rarest_first(
+            filter,
+            query.cursor.as_ref().map(|c| c.as_str()),
+            limit,
+        )?;
         Ok(TaskPage {
             items: page.items,
             limit,

@@ -32,6 +32,11 @@ impl Capability for Echo {
             ),
             CapabilityInfo::new("kv_get", "Reads input.key from key-value state"),
             CapabilityInfo::new(
+                "tally",
+                "Adds one to the count under input.key in key-value state and returns it",
+            ),
+            CapabilityInfo::new("gate", "Fails unless input.key is true in key-value state"),
+            CapabilityInfo::new(
                 "fetch",
                 "Sends input.method (default GET) to input.url with input.body; returns status and body",
             ),
@@ -54,6 +59,22 @@ impl Capability for Echo {
                 Ok(kv::get_json::<Value>(key)?.unwrap_or(Value::Null))
             }
             "counter" => Ok(json!(CALLS.fetch_add(1, Ordering::SeqCst) + 1)),
+            "tally" => {
+                // Counts its calls per key in the plugin's state, so a test
+                // can tell how often an action really ran.
+                let key = input.get("key").and_then(Value::as_str).unwrap_or("tally");
+                let count = kv::get_json::<u64>(key)?.unwrap_or(0) + 1;
+                kv::set_json(key, &count)?;
+                Ok(json!({ "key": key, "count": count }))
+            }
+            "gate" => {
+                // Fails until a test opens the gate (sets the key to true).
+                let key = input.get("key").and_then(Value::as_str).unwrap_or("gate");
+                match kv::get_json::<bool>(key)? {
+                    Some(true) => Ok(json!({ "open": true })),
+                    _ => Err(PluginError::failed(format!("gate {key:?} is closed"))),
+                }
+            }
             "config" => {
                 let key = input.get("key").and_then(Value::as_str).unwrap_or_default();
                 Ok(json!(config::get(key)?))

@@ -1,0 +1,425 @@
+//! Action plans against a real host: templates, the DAG executor, time
+//! limits, retries with backoff, retrying only what failed, cancel, and
+//! resuming after `kill -9`. Actions call the test guests (team `testing`):
+//! echo's `tally` counts its calls per key in the plugin's own state, and
+//! `gate` fails until a test opens it.
+
+use autoagent_tests::{Client, Host, Value, eventually, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+async fn define(client: &Client, host: &Host, template: Value) {
+    client
+        .post_json(&host.url("/action-plan-templates"), &template.to_string())
+        .await
+        .expect_ok(201);
+}
+
+async fn create(client: &Client, host: &Host, template: &str) -> String {
+    let plan = client
+        .post_json(
+            &host.url("/action-plans"),
+            &json!({"templateId": template, "team": "testing"}).to_string(),
+        )
+        .await
+        .expect_ok(201);
+    assert_eq!(plan["status"], "pending");
+    plan["id"].as_str().unwrap().to_owned()
+}
+
+async fn post(client: &Client, host: &Host, id: &str, what: &str) -> Value {
+    client
+        .post_json(&host.url(&format!("/action-plans/{id}/{what}")), "")
+        .await
+        .expect_ok(200)
+}
+
+/// Waits until the plan is no longer pending or running.
+async fn ended(client: &Client, host: &Host, id: &str) -> Value {
+    let url = host.url(&format!("/action-plans/{id}"));
+    eventually(30, &format!("plan {id} to end"), || async {
+        let plan = client.get(&url).await.expect_ok(200);
+        let status = plan["status"].as_str().unwrap().to_owned();
+        (status != "pending" && status != "running").then_some(plan)
+    })
+    .await
+}
+
+/// Waits until the plan's action `name` has the status `wanted`.
+async fn action_is(client: &Client, host: &Host, id: &str, name: &str, wanted: &str) {
+    let url = host.url(&format!("/action-plans/{id}"));
+    eventually(
+        30,
+        &format!("action {name} of {id} to be {wanted}"),
+        || async {
+            let plan = client.get(&url).await.expect_ok(200);
+            (action(&plan, name)["status"] == wanted).then_some(())
+        },
+    )
+    .await;
+}
+
+fn action<'p>(plan: &'p Value, name: &str) -> &'p Value {
+    plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no action {name} in {plan}"))
+}
+
+fn statuses(plan: &Value) -> Vec<(String, String)> {
+    plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_owned(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// How often echo's `tally` ran for `key`, as its own state says.
+async fn tally(client: &Client, host: &Host, key: &str) -> u64 {
+    let reply = client
+        .post_json(
+            &host.url("/teams/testing/plugins/echo/invoke"),
+            &json!({"capability": "kv_get", "input": {"key": key}}).to_string(),
+        )
+        .await
+        .expect_ok(200);
+    reply.as_u64().unwrap_or(0)
+}
+
+async fn open_gate(client: &Client, host: &Host, key: &str) {
+    client
+        .post_json(
+            &host.url("/teams/testing/plugins/echo/invoke"),
+            &json!({"capability": "kv_roundtrip", "input": {"key": key, "value": true}})
+                .to_string(),
+        )
+        .await
+        .expect_ok(200);
+}
+
+fn step(name: &str, capability: &str, input: Value, depends_on: &[&str]) -> Value {
+    json!({"name": name, "capability": capability, "input": input, "dependsOn": depends_on})
+}
+
+#[tokio::test]
+async fn a_diamond_whose_middle_fails_retries_only_it_and_what_it_blocked() {
+    let host = Host::start_with_guests();
+    let client = Client::new();
+    define(
+        &client,
+        &host,
+        json!({
+            "id": "DIAMOND", "name": "Diamond", "category": "test", "team": "testing",
+            "actions": [
+                step("top", "tally", json!({"key": "top"}), &[]),
+                step("left", "tally", json!({"key": "left"}), &["top"]),
+                step("right", "gate", json!({"key": "diamond"}), &["top"]),
+                step("bottom", "tally", json!({"key": "bottom", "after": "$.actions.left.count"}), &["left", "right"]),
+            ]
+        }),
+    )
+    .await;
+    let id = create(&client, &host, "DIAMOND").await;
+    assert_eq!(
+        post(&client, &host, &id, "execute").await["status"],
+        "running"
+    );
+    let plan = ended(&client, &host, &id).await;
+    assert_eq!(plan["status"], "failed", "{plan}");
+    assert_eq!(
+        statuses(&plan),
+        [
+            ("top".into(), "succeeded".into()),
+            ("left".into(), "succeeded".into()),
+            ("right".into(), "failed".into()),
+            ("bottom".into(), "skipped".into()),
+        ]
+    );
+    assert!(
+        plan["error"]
+            .as_str()
+            .unwrap()
+            .contains("gate \"diamond\" is closed"),
+        "{plan}"
+    );
+    let right = action(&plan, "right");
+    assert_eq!(right["attempts"][0]["errorKind"], "failed");
+    assert!(
+        right["attempts"][0]["plugin"]
+            .as_str()
+            .unwrap()
+            .starts_with("testing/echo@"),
+        "{right}"
+    );
+
+    open_gate(&client, &host, "diamond").await;
+    assert_eq!(
+        post(&client, &host, &id, "retry").await["status"],
+        "running"
+    );
+    let plan = ended(&client, &host, &id).await;
+    assert_eq!(plan["status"], "succeeded", "{plan}");
+    // What succeeded the first time ran exactly once in all.
+    assert_eq!(tally(&client, &host, "top").await, 1);
+    assert_eq!(tally(&client, &host, "left").await, 1);
+    assert_eq!(tally(&client, &host, "bottom").await, 1);
+    assert_eq!(action(&plan, "bottom")["output"]["count"], 1);
+    // Nothing is left to retry now.
+    let reply = client
+        .post_json(&host.url(&format!("/action-plans/{id}/retry")), "")
+        .await;
+    assert_eq!(reply.expect_error(409), "nothing_to_retry");
+}
+
+#[tokio::test]
+async fn time_limits_retries_with_backoff_and_cancel() {
+    let host = Host::start_with_guests();
+    let client = Client::new();
+    define(
+        &client,
+        &host,
+        json!({
+            "id": "SLOW", "name": "Slow", "category": "test", "team": "testing",
+            "actions": [{"name": "slow", "capability": "sleepish", "input": {"ms": 900}, "timeoutMs": 200}]
+        }),
+    )
+    .await;
+    define(
+        &client,
+        &host,
+        json!({
+            "id": "RETRIED", "name": "Retried", "category": "test", "team": "testing",
+            "actions": [{"name": "closed", "capability": "gate", "input": {"key": "never"}, "retries": 2, "backoffMs": 200}]
+        }),
+    )
+    .await;
+    define(
+        &client,
+        &host,
+        json!({
+            "id": "LONG", "name": "Long", "category": "test", "team": "testing",
+            "actions": [
+                {"name": "long", "capability": "sleepish", "input": {"ms": 900}},
+                {"name": "after", "capability": "tally", "input": {"key": "after-cancel"}, "dependsOn": ["long"]}
+            ]
+        }),
+    )
+    .await;
+
+    let slow = create(&client, &host, "SLOW").await;
+    post(&client, &host, &slow, "execute").await;
+    let plan = ended(&client, &host, &slow).await;
+    assert_eq!(plan["status"], "failed");
+    let action = action(&plan, "slow");
+    assert_eq!(action["status"], "timed_out", "{action}");
+    assert_eq!(action["attempts"][0]["errorKind"], "timeout");
+
+    let retried = create(&client, &host, "RETRIED").await;
+    post(&client, &host, &retried, "execute").await;
+    let plan = ended(&client, &host, &retried).await;
+    let attempts = self::action(&plan, "closed")["attempts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(attempts.len(), 3, "{plan}");
+    let at = |n: usize, field: &str| {
+        OffsetDateTime::parse(attempts[n][field].as_str().unwrap(), &Rfc3339).unwrap()
+    };
+    // 200 ms, then 400 ms, between the attempts.
+    assert!(at(1, "startedAt") - at(0, "finishedAt") >= time::Duration::milliseconds(200));
+    assert!(at(2, "startedAt") - at(1, "finishedAt") >= time::Duration::milliseconds(400));
+
+    let long = create(&client, &host, "LONG").await;
+    post(&client, &host, &long, "execute").await;
+    action_is(&client, &host, &long, "long", "running").await;
+    let plan = post(&client, &host, &long, "cancel").await;
+    assert_eq!(plan["status"], "cancelled");
+    assert_eq!(
+        statuses(&plan),
+        [
+            ("long".into(), "cancelled".into()),
+            ("after".into(), "cancelled".into())
+        ]
+    );
+    let reply = client
+        .post_json(&host.url(&format!("/action-plans/{long}/cancel")), "")
+        .await;
+    assert_eq!(reply.expect_error(409), "already_ended");
+    assert_eq!(tally(&client, &host, "after-cancel").await, 0);
+}
+
+#[tokio::test]
+async fn bad_templates_and_data_are_refused_naming_what_is_wrong() {
+    let host = Host::start_with_guests();
+    let client = Client::new();
+    let url = host.url("/action-plan-templates");
+    let cycle = json!({
+        "id": "LOOP", "name": "Loop", "category": "test",
+        "actions": [
+            step("a", "echo", json!({}), &["c"]),
+            step("b", "echo", json!({}), &["a"]),
+            step("c", "echo", json!({}), &["b"]),
+        ]
+    });
+    let reply = client.post_json(&url, &cycle.to_string()).await;
+    assert_eq!(reply.expect_error(422), "invalid_request");
+    assert!(
+        reply.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cycle: a → c → b → a"),
+        "{}",
+        reply.text
+    );
+    let unknown = json!({
+        "id": "DANGLING", "name": "Dangling", "category": "test",
+        "actions": [step("a", "echo", json!({}), &["nope"])]
+    });
+    client
+        .post_json(&url, &unknown.to_string())
+        .await
+        .expect_error(422);
+
+    // The guide's body, with a check level the template does not have.
+    let reply = client
+        .post_json(
+            &host.url("/action-plans"),
+            r#"{"templateId": "SYSTEM_CHECK", "data": {"serverId": "server_001", "checkLevel": "deep"}}"#,
+        )
+        .await;
+    assert_eq!(reply.expect_error(422), "invalid_request");
+    assert!(
+        reply.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("data.checkLevel"),
+        "{}",
+        reply.text
+    );
+    let reply = client
+        .post_json(&host.url("/action-plans"), r#"{"templateId": "NO_SUCH"}"#)
+        .await;
+    assert_eq!(reply.expect_error(404), "not_found");
+}
+
+#[tokio::test]
+async fn the_guides_calls_on_a_fresh_host_answer_in_the_envelope() {
+    let host = Host::start();
+    let client = Client::new();
+    for path in [
+        "/action-plans/plan_1234567890/execute",
+        "/action-plans/plan_1234567890/retry",
+        "/action-plans/PLAN_ID/retry",
+    ] {
+        let reply = client.post_json(&host.url(path), "").await;
+        assert_eq!(reply.expect_error(404), "not_found", "{path}");
+    }
+    let reply = client.get(&host.url("/action-plans/PLAN_ID")).await;
+    assert_eq!(reply.expect_error(404), "not_found");
+    for query in ["", "?status=running", "?category=security"] {
+        let page = client
+            .get(&host.url(&format!("/action-plans{query}")))
+            .await
+            .expect_ok(200);
+        assert_eq!(page["items"], json!([]), "{query}");
+    }
+    let templates = client
+        .get(&host.url("/action-plan-templates"))
+        .await
+        .expect_ok(200);
+    let ids: Vec<&str> = templates
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "BACKUP_VERIFICATION",
+            "LOG_CLEANUP_CHECK",
+            "SECURITY_AUDIT",
+            "SYSTEM_CHECK"
+        ]
+    );
+    let plan = client
+        .post_json(
+            &host.url("/action-plans"),
+            r#"{"templateId": "SYSTEM_CHECK", "data": {"serverId": "server_001", "checkLevel": "comprehensive"}}"#,
+        )
+        .await
+        .expect_ok(201);
+    assert!(plan["id"].as_str().unwrap().starts_with("plan_"));
+    assert_eq!(plan["serverId"], "server_001");
+    assert_eq!(plan["category"], "system");
+    let page = client
+        .get(&host.url("/action-plans?category=system&status=pending"))
+        .await
+        .expect_ok(200);
+    assert_eq!(page["items"][0]["id"], plan["id"]);
+    assert!(
+        client
+            .get(&host.url("/action-plans?category=security"))
+            .await
+            .expect_ok(200)["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_plan_killed_mid_run_resumes_and_never_reruns_a_non_idempotent_action_on_its_own() {
+    let mut host = Host::start_with_guests();
+    let client = Client::new();
+    define(
+        &client,
+        &host,
+        json!({
+            "id": "RESUME", "name": "Resume", "category": "test", "team": "testing",
+            "actions": [
+                {"name": "again", "capability": "sleepish", "input": {"ms": 700}},
+                {"name": "once", "capability": "sleepish", "input": {"ms": 700}, "idempotent": false},
+                {"name": "first", "capability": "tally", "input": {"key": "resume-first"}},
+            ]
+        }),
+    )
+    .await;
+    let id = create(&client, &host, "RESUME").await;
+    post(&client, &host, &id, "execute").await;
+    action_is(&client, &host, &id, "first", "succeeded").await;
+    action_is(&client, &host, &id, "once", "running").await;
+    action_is(&client, &host, &id, "again", "running").await;
+    host.kill9();
+    host.restart();
+    let plan = ended(&client, &host, &id).await;
+    assert_eq!(plan["status"], "failed", "{plan}");
+    assert_eq!(action(&plan, "again")["status"], "succeeded");
+    assert_eq!(
+        action(&plan, "again")["attempts"][0]["status"],
+        "interrupted"
+    );
+    assert_eq!(action(&plan, "once")["status"], "interrupted");
+    assert_eq!(
+        action(&plan, "once")["attempts"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        tally(&client, &host, "resume-first").await,
+        1,
+        "kept, not re-run"
+    );
+    // An operator's retry runs it.
+    post(&client, &host, &id, "retry").await;
+    let plan = ended(&client, &host, &id).await;
+    assert_eq!(plan["status"], "succeeded", "{plan}");
+    assert_eq!(tally(&client, &host, "resume-first").await, 1);
+}
