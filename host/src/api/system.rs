@@ -135,6 +135,17 @@ struct RecoveryPerformance {
     success_rate: f64,
 }
 
+/// Succeeded ÷ ended as a percentage with one decimal; 0 before anything
+/// ended.
+fn rate(succeeded: u64, failed: u64) -> f64 {
+    let ended = succeeded + failed;
+    if ended == 0 {
+        0.0
+    } else {
+        (succeeded as f64 * 1000.0 / ended as f64).round() / 10.0
+    }
+}
+
 /// The state of the three automation systems, and of the store. Answered
 /// from memory, so it works while the store is unavailable.
 #[utoipa::path(
@@ -144,25 +155,21 @@ struct RecoveryPerformance {
 async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let workers = app.workers.count();
     let tasks = app.tasks.counts();
-    let finished = tasks.succeeded + tasks.failed;
-    let success_rate = if finished == 0 {
-        0.0
-    } else {
-        (tasks.succeeded as f64 * 1000.0 / finished as f64).round() / 10.0
-    };
+    let success_rate = rate(tasks.succeeded, tasks.failed);
+    let plans = app.plans.counts();
     let storage = app.store.health();
-    let worker_status = match storage.status {
+    let component_status = || match storage.status {
         StorageStatus::Ok => ComponentStatus::Running,
         StorageStatus::Unavailable => ComponentStatus::Degraded,
     };
-    // Plans and incidents arrive with their own modules; until then their
-    // numbers are zeros and their components say `unavailable`.
+    // Incidents arrive with their own module; until then their numbers are
+    // zeros and their component says `unavailable`.
     Ok(ok(Status {
         timestamp: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
         components: Components {
             worker_automation: WorkerAutomation {
-                status: worker_status,
+                status: component_status(),
                 workers,
                 active_tasks: tasks.running,
                 performance: TaskPerformance {
@@ -172,10 +179,12 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
                 },
             },
             action_plan_automation: ActionPlanAutomation {
-                status: ComponentStatus::Unavailable,
-                total_plans: 0,
-                active_plans: 0,
-                performance: PlanPerformance { success_rate: 0.0 },
+                status: component_status(),
+                total_plans: plans.total,
+                active_plans: plans.active,
+                performance: PlanPerformance {
+                    success_rate: rate(plans.succeeded, plans.failed),
+                },
             },
             auto_recovery_system: AutoRecoverySystem {
                 status: ComponentStatus::Unavailable,

@@ -103,7 +103,7 @@ impl ActionPlans {
                 match self.records.change(&before, &plan).await {
                     Ok(()) => {
                         self.untrack(&plan.id);
-                        log_end(&plan);
+                        log_end(self, &plan);
                     }
                     Err(err) => {
                         tracing::warn!(plan_id = %plan.id, error = %err, "could not record the plan's end; trying again");
@@ -415,7 +415,12 @@ fn invoke_kind(err: &InvokeError) -> ErrorKind {
     }
 }
 
-fn log_end(plan: &Plan) {
+fn log_end(plans: &ActionPlans, plan: &Plan) {
+    use std::sync::atomic::Ordering;
+    match plan.status {
+        PlanStatus::Succeeded => plans.succeeded.fetch_add(1, Ordering::Relaxed),
+        _ => plans.failed.fetch_add(1, Ordering::Relaxed),
+    };
     match plan.status {
         PlanStatus::Succeeded => {
             tracing::info!(plan_id = %plan.id, template_id = %plan.template_id, "action plan succeeded");

@@ -125,7 +125,7 @@ impl PlanRecords {
         ops
     }
 
-    /// Totals: created, succeeded, failed, and running now.
+    /// Totals as stored: created, succeeded, failed, and running now.
     pub fn counts(&self) -> Result<PlanCounts, StoreError> {
         let get = |key| Ok::<_, StoreError>(self.totals.get(key)?.max(0) as u64);
         Ok(PlanCounts {

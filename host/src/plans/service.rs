@@ -44,6 +44,11 @@ pub struct ActionPlans {
     /// Pokes the executor: a plan executed or retried, an action ended.
     pub(super) wake: Arc<Notify>,
     next_id: AtomicU64,
+    /// Totals for `/status`, kept in memory (seeded from the store's
+    /// durable ones) so that they answer while the store is unavailable.
+    created: AtomicU64,
+    pub(super) succeeded: AtomicU64,
+    pub(super) failed: AtomicU64,
     /// This machine's name, which plans record as where they ran.
     machine: String,
 }
@@ -61,6 +66,7 @@ impl ActionPlans {
         for stored in records.load_templates().await? {
             templates.insert(stored.id.clone(), stored);
         }
+        let totals = records.counts()?;
         let plans = Arc::new(Self {
             records,
             plugins: deps.plugins,
@@ -70,6 +76,9 @@ impl ActionPlans {
             attempts: Mutex::new(Attempts::default()),
             wake: Arc::new(Notify::new()),
             next_id: AtomicU64::new(0),
+            created: AtomicU64::new(totals.total),
+            succeeded: AtomicU64::new(totals.succeeded),
+            failed: AtomicU64::new(totals.failed),
             machine: machine_name(),
         });
         plans.resume().await?;
@@ -166,6 +175,7 @@ impl ActionPlans {
             finished_at: None,
         };
         self.records.create(&plan).await?;
+        self.created.fetch_add(1, Ordering::Relaxed);
         tracing::info!(plan_id = %plan.id, template_id = %plan.template_id, team = %plan.team, actions = plan.actions.len(), "action plan created");
         Ok(plan)
     }
@@ -195,9 +205,19 @@ impl ActionPlans {
             .map_err(PlanError::from)
     }
 
-    /// Totals for `/status` and `/metrics`.
-    pub fn counts(&self) -> Result<PlanCounts, PlanError> {
-        Ok(self.records.counts()?)
+    /// Totals for `/status` and `/metrics`, from memory.
+    pub fn counts(&self) -> PlanCounts {
+        let active = self
+            .running
+            .lock()
+            .expect("running plans poisoned")
+            .len() as u64;
+        PlanCounts {
+            total: self.created.load(Ordering::Relaxed),
+            active,
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Starts a `pending` plan; its ready actions start at once.
