@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 /// Plugin crates shipped inside the binary.
-const BUNDLED: &[&str] = &["autoagent-plugin-todo"];
+const BUNDLED: &[&str] = &["autoagent-plugin-todo", "autoagent-plugin-system"];
 
 fn main() {
     let built = match autoagent_plugin_build::build_plugins(BUNDLED) {

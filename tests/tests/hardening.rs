@@ -105,7 +105,7 @@ async fn names_in_plugin_routes_cannot_leave_the_plugin_folders() {
             )
         })
         .collect();
-    assert_eq!(names, vec!["core/todo", "ops/probe"]);
+    assert_eq!(names, vec!["core/system", "core/todo", "ops/probe"]);
     // The other team's plugin still serves.
     client
         .post_json(

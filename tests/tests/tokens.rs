@@ -138,11 +138,11 @@ async fn a_team_token_reaches_its_own_plugins_and_no_others() {
     let plugins = host.url("/plugins");
     assert_eq!(
         teams_seen(as_token(&client, "GET", &plugins, &web).await),
-        ["core/todo", "web/probe"]
+        ["core/system", "core/todo", "web/probe"]
     );
     assert_eq!(
         teams_seen(as_token(&client, "GET", &plugins, &admin).await),
-        ["core/todo", "ops/probe", "web/probe"]
+        ["core/system", "core/todo", "ops/probe", "web/probe"]
     );
 
     // Only admins manage tokens; unknown and malformed tokens are refused.
