@@ -365,6 +365,39 @@ async fn the_guides_calls_on_a_fresh_host_answer_in_the_envelope() {
         .await
         .expect_ok(200);
     assert_eq!(page["items"][0]["id"], plan["id"]);
+
+    // Execute, as the guide does, with the id creation returned: the
+    // bundled `system` plugin checks this machine.
+    let id = plan["id"].as_str().unwrap();
+    let running = client
+        .post_json(&host.url(&format!("/action-plans/{id}/execute")), "")
+        .await
+        .expect_ok(200);
+    assert_eq!(running["status"], "running");
+    let done = ended(&client, &host, id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(done["checkedOn"], hostname.trim());
+    assert_eq!(
+        action(&done, "machine")["output"]["hostname"],
+        hostname.trim()
+    );
+    assert_eq!(
+        done["actions"].as_array().unwrap().len(),
+        8,
+        "comprehensive"
+    );
+    let summary = &action(&done, "summary")["output"];
+    assert_eq!(summary["counts"]["missing"], 0, "{summary}");
+    let reply = client
+        .post_json(&host.url(&format!("/action-plans/{id}/retry")), "")
+        .await;
+    assert_eq!(reply.expect_error(409), "nothing_to_retry");
+    let status = client.get(&host.url("/status")).await.expect_ok(200);
+    let plans = &status["components"]["actionPlanAutomation"];
+    assert_eq!(plans["status"], "running");
+    assert_eq!(plans["totalPlans"], 1);
+    assert_eq!(plans["performance"]["successRate"], 100.0);
     assert!(
         client
             .get(&host.url("/action-plans?category=security"))
@@ -386,18 +419,23 @@ async fn a_plan_killed_mid_run_resumes_and_never_reruns_a_non_idempotent_action_
         json!({
             "id": "RESUME", "name": "Resume", "category": "test", "team": "testing",
             "actions": [
-                {"name": "again", "capability": "sleepish", "input": {"ms": 700}},
-                {"name": "once", "capability": "sleepish", "input": {"ms": 700}, "idempotent": false},
                 {"name": "first", "capability": "tally", "input": {"key": "resume-first"}},
+                {"name": "again", "capability": "sleepish", "input": {"ms": 800}, "dependsOn": ["first"]},
+                {"name": "once", "capability": "sleepish", "input": {"ms": 800}, "dependsOn": ["first"], "idempotent": false},
             ]
         }),
     )
     .await;
     let id = create(&client, &host, "RESUME").await;
     post(&client, &host, &id, "execute").await;
-    action_is(&client, &host, &id, "first", "succeeded").await;
-    action_is(&client, &host, &id, "once", "running").await;
-    action_is(&client, &host, &id, "again", "running").await;
+    // Killed while both long actions run (they start together).
+    let url = host.url(&format!("/action-plans/{id}"));
+    eventually(30, "both long actions to run", || async {
+        let plan = client.get(&url).await.expect_ok(200);
+        let running = |name| action(&plan, name)["status"] == "running";
+        (running("once") && running("again")).then_some(())
+    })
+    .await;
     host.kill9();
     host.restart();
     let plan = ended(&client, &host, &id).await;

@@ -207,11 +207,7 @@ impl ActionPlans {
 
     /// Totals for `/status` and `/metrics`, from memory.
     pub fn counts(&self) -> PlanCounts {
-        let active = self
-            .running
-            .lock()
-            .expect("running plans poisoned")
-            .len() as u64;
+        let active = self.running.lock().expect("running plans poisoned").len() as u64;
         PlanCounts {
             total: self.created.load(Ordering::Relaxed),
             active,

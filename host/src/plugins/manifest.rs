@@ -119,16 +119,26 @@ impl CommandGrant {
     }
 
     /// Whether this grant lets `program` run with exactly `args`.
+    ///
+    /// A pattern's wildcards match any text, `/` included, so
+    /// `/var/backups/*` would also match `/var/backups/../../etc/shadow`.
+    /// An argument with a `..` path segment therefore passes only a pattern
+    /// that is that very argument: no wildcard can lead a path out of the
+    /// folder a grant names.
     pub fn allows(&self, program: &str, args: &[String]) -> bool {
         program == self.program
             && args.len() == self.args.len()
             && self.patterns().is_ok_and(|patterns| {
-                patterns
-                    .iter()
-                    .zip(args)
-                    .all(|(pattern, arg)| pattern.is_match(arg))
+                patterns.iter().zip(args).all(|(pattern, arg)| {
+                    pattern.is_match(arg) && (!climbs(arg) || pattern.glob().glob() == arg.as_str())
+                })
             })
     }
+}
+
+/// True when `arg`, read as a path, has a `..` segment.
+fn climbs(arg: &str) -> bool {
+    arg.split('/').any(|segment| segment == "..")
 }
 
 /// Per-call limits.
@@ -344,6 +354,29 @@ fn one_line(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_wildcard_never_leads_a_path_out_of_its_folder() {
+        let grant = CommandGrant {
+            program: "/usr/bin/stat".into(),
+            args: vec!["/var/backups/*".into()],
+            timeout_ms: 1000,
+            max_output_bytes: 1024,
+        };
+        let run = |arg: &str| grant.allows("/usr/bin/stat", &[arg.to_owned()]);
+        assert!(run("/var/backups/db.tar.gz"));
+        assert!(
+            run("/var/backups/daily/db..tar"),
+            "dots inside a name are fine"
+        );
+        assert!(!run("/var/backups/../../etc/shadow"));
+        assert!(!run("/var/backups/x/.."));
+        let literal = CommandGrant {
+            args: vec!["../data".into()],
+            ..grant.clone()
+        };
+        assert!(literal.allows("/usr/bin/stat", &["../data".to_owned()]));
+    }
+
     use super::*;
 
     const MINIMAL: &str = r#"
