@@ -315,6 +315,104 @@ async fn each_role_does_what_it_may_for_its_own_team_only() {
     .await
     .expect_ok(200);
 
+    // Action plans: an operator creates, runs and retries its team's plans;
+    // a viewer reads them; another team sees none of them; templates are
+    // defined by admins.
+    let plan_body = json!({"templateId": "LOG_CLEANUP_CHECK", "data": {"days": 400}});
+    let reply = call(
+        &client,
+        "POST",
+        &url("/action-plans"),
+        &viewer,
+        Some(plan_body.clone()),
+    )
+    .await;
+    assert_eq!(reply.expect_error(403), "forbidden");
+    let plan = call(
+        &client,
+        "POST",
+        &url("/action-plans"),
+        &operator,
+        Some(plan_body.clone()),
+    )
+    .await
+    .expect_ok(201);
+    assert_eq!(plan["team"], "ops");
+    let plan_url = url(&format!("/action-plans/{}", plan["id"].as_str().unwrap()));
+    call(&client, "GET", &plan_url, &viewer, None)
+        .await
+        .expect_ok(200);
+    let reply = call(
+        &client,
+        "POST",
+        &format!("{plan_url}/execute"),
+        &viewer,
+        None,
+    )
+    .await;
+    assert_eq!(reply.expect_error(403), "forbidden");
+    let reply = call(&client, "GET", &plan_url, &web, None).await;
+    assert_eq!(reply.expect_error(404), "not_found");
+    let reply = call(&client, "POST", &format!("{plan_url}/execute"), &web, None).await;
+    assert_eq!(reply.expect_error(404), "not_found");
+    let theirs = call(&client, "GET", &url("/action-plans"), &web, None)
+        .await
+        .expect_ok(200);
+    assert_eq!(theirs["items"], json!([]));
+    call(
+        &client,
+        "POST",
+        &format!("{plan_url}/execute"),
+        &operator,
+        None,
+    )
+    .await
+    .expect_ok(200);
+    let template = json!({
+        "id": "OPS_ONLY", "name": "ops", "category": "ops",
+        "actions": [{"name": "load", "capability": "cpu_load"}]
+    });
+    let reply = call(
+        &client,
+        "POST",
+        &url("/action-plan-templates"),
+        &operator,
+        Some(template.clone()),
+    )
+    .await;
+    assert_eq!(reply.expect_error(403), "forbidden");
+    call(
+        &client,
+        "POST",
+        &url("/action-plan-templates"),
+        &admin,
+        Some(template),
+    )
+    .await
+    .expect_ok(201);
+    let reply = call(
+        &client,
+        "GET",
+        &url("/action-plan-templates/OPS_ONLY"),
+        &web,
+        None,
+    )
+    .await;
+    assert_eq!(reply.expect_error(404), "not_found");
+    let reply = call(
+        &client,
+        "POST",
+        &url("/action-plans"),
+        &web,
+        Some(json!({"templateId": "OPS_ONLY"})),
+    )
+    .await;
+    assert_eq!(
+        reply.expect_error(404),
+        "not_found",
+        "another team's template"
+    );
+
     // Every write names its token, team and role; no secret reaches the log.
     let log = host
         .log_containing(&[
