@@ -137,7 +137,7 @@ pub struct PlanAction {
     /// The capability it calls.
     pub capability: String,
     /// Input template over `{"data", "actions"}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub input: Value,
     /// Actions that must succeed first.
     pub depends_on: Vec<String>,
@@ -156,7 +156,7 @@ pub struct PlanAction {
     /// Attempts started since it last became ready.
     pub attempts_made: u32,
     /// Its output, once succeeded.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub output: Option<Value>,
     /// Why it failed, or why it was skipped.
     pub error: Option<String>,

@@ -75,11 +75,11 @@ pub struct InputField {
     #[serde(default)]
     pub required: bool,
     /// The value used when `data` does not have it.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub default: Option<Value>,
     /// The only values allowed, when given.
     #[serde(rename = "enum")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     pub allowed: Option<Vec<Value>>,
     /// One line for operators.
     #[serde(default)]
@@ -103,7 +103,7 @@ pub struct ActionSpec {
     /// Input template over `{"data": <the plan's data>, "actions":
     /// {<action>: <its output>}}` (the workflows' JSONPath templates).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub input: Value,
     /// Actions that must succeed before it starts.
     #[serde(default)]
