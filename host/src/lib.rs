@@ -170,15 +170,14 @@ impl App {
     }
 
     /// Stops the host's work: the background loops first (nothing new
-    /// starts), then the tasks running now get `grace` to finish; those
-    /// still running after it are stopped and run again after the next
-    /// start.
+    /// starts), then the tasks and plan actions running now get `grace` to
+    /// finish; those still running after it are stopped and run again (or
+    /// resume) after the next start.
     pub async fn shutdown(&self, grace: Duration) {
         let started = Instant::now();
         self.loops.stop(grace).await;
-        self.tasks
-            .drain(grace.saturating_sub(started.elapsed()))
-            .await;
+        let left = grace.saturating_sub(started.elapsed());
+        tokio::join!(self.tasks.drain(left), self.plans.drain(left));
     }
 }
 

@@ -461,3 +461,91 @@ async fn a_plan_killed_mid_run_resumes_and_never_reruns_a_non_idempotent_action_
     assert_eq!(plan["status"], "succeeded", "{plan}");
     assert_eq!(tally(&client, &host, "resume-first").await, 1);
 }
+
+#[tokio::test]
+async fn dry_runs_say_what_would_run_and_plans_wait_for_the_plans_they_depend_on() {
+    let host = Host::start_with_guests();
+    let client = Client::new();
+    define(
+        &client,
+        &host,
+        json!({
+            "id": "GATED", "name": "Gated", "category": "test", "team": "testing",
+            "actions": [
+                step("top", "tally", json!({"key": "g-top"}), &[]),
+                step("left", "tally", json!({"key": "g-left"}), &["top"]),
+                step("right", "gate", json!({"key": "g-gate"}), &["top"]),
+                step("bottom", "tally", json!({"key": "g-bottom"}), &["left", "right"]),
+            ]
+        }),
+    )
+    .await;
+    define(
+        &client,
+        &host,
+        json!({
+            "id": "AFTER", "name": "After", "category": "test", "team": "testing",
+            "actions": [step("count", "tally", json!({"key": "after"}), &[])]
+        }),
+    )
+    .await;
+    let first = create(&client, &host, "GATED").await;
+    let dry = post(&client, &host, &first, "execute?dryRun=true").await;
+    assert_eq!(
+        dry,
+        json!({"planId": first, "dryRun": true, "layers": [["top"], ["left", "right"], ["bottom"]]})
+    );
+    let plan = client
+        .get(&host.url(&format!("/action-plans/{first}")))
+        .await
+        .expect_ok(200);
+    assert_eq!(plan["status"], "pending", "a dry run runs nothing");
+    assert_eq!(tally(&client, &host, "g-top").await, 0);
+
+    let body = json!({"templateId": "AFTER", "team": "testing", "dependsOn": [first]});
+    let second = client
+        .post_json(&host.url("/action-plans"), &body.to_string())
+        .await
+        .expect_ok(201);
+    let second = second["id"].as_str().unwrap().to_owned();
+    post(&client, &host, &second, "execute").await;
+    let url = host.url(&format!("/action-plans/{second}"));
+    eventually(
+        30,
+        "the dependent plan to say what it waits for",
+        || async {
+            let plan = client.get(&url).await.expect_ok(200);
+            plan["waitingReason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains(&first))
+                .then_some(())
+        },
+    )
+    .await;
+
+    post(&client, &host, &first, "execute").await;
+    assert_eq!(ended(&client, &host, &first).await["status"], "failed");
+    let plan = ended(&client, &host, &second).await;
+    assert_eq!(plan["status"], "failed", "{plan}");
+    assert!(
+        plan["error"].as_str().unwrap().contains("ended failed"),
+        "{plan}"
+    );
+    assert_eq!(tally(&client, &host, "after").await, 0);
+
+    let dry = post(&client, &host, &first, "retry?dryRun=true").await;
+    assert_eq!(dry["layers"], json!([["right"], ["bottom"]]));
+    open_gate(&client, &host, "g-gate").await;
+    post(&client, &host, &first, "retry").await;
+    assert_eq!(ended(&client, &host, &first).await["status"], "succeeded");
+    post(&client, &host, &second, "retry").await;
+    assert_eq!(ended(&client, &host, &second).await["status"], "succeeded");
+    assert_eq!(tally(&client, &host, "after").await, 1);
+    assert_eq!(tally(&client, &host, "g-top").await, 1);
+
+    let body = json!({"templateId": "AFTER", "team": "testing", "dependsOn": ["plan_0"]});
+    let reply = client
+        .post_json(&host.url("/action-plans"), &body.to_string())
+        .await;
+    assert_eq!(reply.expect_error(422), "invalid_request");
+}

@@ -14,7 +14,20 @@ use super::scope::Scope;
 use crate::App;
 use crate::auth::Access;
 use crate::names::Name;
-use crate::plans::{NewPlan, NewTemplate, Plan, PlanError, PlanPage, PlanQuery, Template};
+use crate::plans::{
+    DryRun, NewPlan, NewTemplate, Plan, PlanError, PlanPage, PlanQuery, RunOptions, Template,
+};
+
+/// What `execute` and `retry` answer: the plan, or with `dryRun=true` what
+/// would run.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum RunAnswer {
+    /// The plan, executing.
+    Plan(Plan),
+    /// What would run, in order; nothing ran.
+    DryRun(DryRun),
+}
 
 pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -150,12 +163,12 @@ async fn get_plan(
     Ok(ok(visible_plan(&app, &scope, &id, Access::Read)?))
 }
 
-/// Executes a `pending` plan.
+/// Executes a `pending` plan; with `dryRun=true`, says what would run.
 #[utoipa::path(
     post, path = "/action-plans/{id}/execute", tag = "action-plans",
-    params(("id" = Name, Path, description = "Plan id")),
+    params(("id" = Name, Path, description = "Plan id"), RunOptions),
     responses(
-        (status = 200, description = "Executing; `data` is the plan", body = Plan),
+        (status = 200, description = "Executing; `data` is the plan (or, dry, what would run)", body = RunAnswer),
         (status = 404, description = "No such plan", body = super::ErrorEnvelope),
         (status = 409, description = "It is executing or has run", body = super::ErrorEnvelope),
     )
@@ -164,9 +177,14 @@ async fn execute_plan(
     State(app): State<Arc<App>>,
     scope: Scope,
     ApiPath(id): ApiPath<Name>,
+    ApiQuery(options): ApiQuery<RunOptions>,
 ) -> Result<Response, ApiError> {
     visible_plan(&app, &scope, &id, Access::Operate)?;
-    Ok(ok(app.plans.execute(&id).await?))
+    Ok(ok(if options.dry_run == Some(true) {
+        RunAnswer::DryRun(app.plans.execute_dry_run(&id)?)
+    } else {
+        RunAnswer::Plan(app.plans.execute(&id).await?)
+    }))
 }
 
 /// Cancels a pending or executing plan; running calls are stopped.
@@ -189,12 +207,13 @@ async fn cancel_plan(
 }
 
 /// Runs again what did not succeed (failed, timed out, interrupted,
-/// cancelled, and what they blocked), keeping what succeeded.
+/// cancelled, and what they blocked), keeping what succeeded; with
+/// `dryRun=true`, says what would run.
 #[utoipa::path(
     post, path = "/action-plans/{id}/retry", tag = "action-plans",
-    params(("id" = Name, Path, description = "Plan id")),
+    params(("id" = Name, Path, description = "Plan id"), RunOptions),
     responses(
-        (status = 200, description = "Executing again; `data` is the plan", body = Plan),
+        (status = 200, description = "Executing again; `data` is the plan (or, dry, what would run)", body = RunAnswer),
         (status = 404, description = "No such plan", body = super::ErrorEnvelope),
         (status = 409, description = "Nothing to retry (`nothing_to_retry`), or not executed yet", body = super::ErrorEnvelope),
     )
@@ -203,7 +222,12 @@ async fn retry_plan(
     State(app): State<Arc<App>>,
     scope: Scope,
     ApiPath(id): ApiPath<Name>,
+    ApiQuery(options): ApiQuery<RunOptions>,
 ) -> Result<Response, ApiError> {
     visible_plan(&app, &scope, &id, Access::Operate)?;
-    Ok(ok(app.plans.retry(&id).await?))
+    Ok(ok(if options.dry_run == Some(true) {
+        RunAnswer::DryRun(app.plans.retry_dry_run(&id).await?)
+    } else {
+        RunAnswer::Plan(app.plans.retry(&id).await?)
+    }))
 }

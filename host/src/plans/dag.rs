@@ -162,6 +162,33 @@ pub fn advance(plan: &mut Plan, now: Timestamp) -> Progress {
     }
 }
 
+/// The actions `will_run` selects, in layers: the first layer's
+/// dependencies all succeeded already (and do not run again), each later
+/// layer's are in the layers before it. An action whose dependency neither
+/// succeeded nor runs would never start and is left out.
+pub fn layers(plan: &Plan, will_run: impl Fn(&super::PlanAction) -> bool) -> Vec<Vec<String>> {
+    let mut done: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Succeeded && !will_run(a))
+        .map(|a| a.name.as_str())
+        .collect();
+    let mut remaining: Vec<&super::PlanAction> =
+        plan.actions.iter().filter(|a| will_run(a)).collect();
+    let mut layers = Vec::new();
+    loop {
+        let (layer, rest): (Vec<_>, Vec<_>) = remaining
+            .into_iter()
+            .partition(|a| a.depends_on.iter().all(|d| done.contains(&d.as_str())));
+        if layer.is_empty() {
+            return layers;
+        }
+        done.extend(layer.iter().map(|a| a.name.as_str()));
+        layers.push(layer.iter().map(|a| a.name.clone()).collect());
+        remaining = rest;
+    }
+}
+
 /// When the plan's next retry is due.
 pub fn next_retry(plan: &Plan) -> Option<Timestamp> {
     plan.actions
@@ -209,6 +236,8 @@ mod tests {
             data: json!({}),
             server_id: None,
             checked_on: "here".into(),
+            depends_on: Vec::new(),
+            waiting_reason: None,
             status: PlanStatus::Running,
             actions: vec![
                 action("top", &[]),
@@ -288,6 +317,24 @@ mod tests {
         assert_eq!(next_retry(&plan), Some(later));
         let ready = advance(&mut plan, later).ready;
         assert_eq!(names(&plan, &ready), ["top"]);
+    }
+
+    #[test]
+    fn layers_say_what_would_run_in_which_order() {
+        let mut plan = diamond();
+        assert_eq!(
+            layers(&plan, |_| true),
+            [vec!["top"], vec!["left", "right"], vec!["bottom"]]
+        );
+        // A retry after `right` failed: `top` and `left` keep their output.
+        set(&mut plan, "top", ActionStatus::Succeeded);
+        set(&mut plan, "left", ActionStatus::Succeeded);
+        set(&mut plan, "right", ActionStatus::Failed);
+        set(&mut plan, "bottom", ActionStatus::Skipped);
+        assert_eq!(
+            layers(&plan, |a| a.status.needs_retry()),
+            [vec!["right"], vec!["bottom"]]
+        );
     }
 
     #[test]

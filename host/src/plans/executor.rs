@@ -24,6 +24,16 @@ use crate::workflows::template as query;
 /// Attempts kept in an action's record; older ones are dropped.
 const KEPT_ATTEMPTS: usize = 20;
 
+/// Where a plan's plan-level dependencies stand.
+enum Dependencies {
+    /// All succeeded (or there are none).
+    Met,
+    /// Some has not ended yet.
+    Waiting(String),
+    /// Some ended without success.
+    Failed(String),
+}
+
 /// How an action's call ended.
 type CallOutcome = Result<Value, (ErrorKind, String)>;
 
@@ -98,12 +108,29 @@ impl ActionPlans {
             }
             let before = plan.clone();
             let now = self.clock.now();
-            let (starts, changed) = self.advance(&mut plan, now);
+            let (starts, changed) = match self.dependencies(&plan) {
+                Dependencies::Met => {
+                    let waited = plan.waiting_reason.take().is_some();
+                    let (starts, changed) = self.advance(&mut plan, now);
+                    (starts, changed || waited)
+                }
+                Dependencies::Waiting(reason) => {
+                    let changed = plan.waiting_reason.as_deref() != Some(reason.as_str());
+                    plan.waiting_reason = Some(reason);
+                    (Vec::new(), changed)
+                }
+                Dependencies::Failed(reason) => {
+                    fail_on_dependency(&mut plan, reason, now);
+                    (Vec::new(), true)
+                }
+            };
             if plan.status != PlanStatus::Running {
                 match self.records.change(&before, &plan).await {
                     Ok(()) => {
                         self.untrack(&plan.id);
                         log_end(self, &plan);
+                        // Plans waiting for this one look again.
+                        self.wake.notify_one();
                     }
                     Err(err) => {
                         tracing::warn!(plan_id = %plan.id, error = %err, "could not record the plan's end; trying again");
@@ -127,6 +154,43 @@ impl ActionPlans {
             }
         }
         next
+    }
+
+    /// Whether the plans `plan` depends on have succeeded. A plan executing
+    /// is not locked here (its lock may be held by whoever wakes this pass);
+    /// being tracked is enough to know it has not ended.
+    fn dependencies(&self, plan: &Plan) -> Dependencies {
+        for id in &plan.depends_on {
+            if self.tracked(id).is_some() {
+                return Dependencies::Waiting(format!("waiting for plan {id} to finish"));
+            }
+            match self.records.get(id) {
+                Ok(Some(dependency)) => match dependency.status {
+                    PlanStatus::Succeeded => {}
+                    PlanStatus::Pending => {
+                        return Dependencies::Waiting(format!(
+                            "waiting for plan {id}, which has not been executed"
+                        ));
+                    }
+                    PlanStatus::Running => {
+                        return Dependencies::Waiting(format!("waiting for plan {id} to finish"));
+                    }
+                    PlanStatus::Failed | PlanStatus::Cancelled => {
+                        return Dependencies::Failed(format!(
+                            "depends on plan {id}, which ended {}",
+                            dependency.status.as_str()
+                        ));
+                    }
+                },
+                Ok(None) => {
+                    return Dependencies::Failed(format!("depends on plan {id}, which is gone"));
+                }
+                Err(err) => {
+                    return Dependencies::Waiting(format!("cannot read plan {id}: {err}"));
+                }
+            }
+        }
+        Dependencies::Met
     }
 
     /// Moves a plan along: skips what is blocked, marks the ready actions
@@ -266,6 +330,7 @@ impl ActionPlans {
         }
         self.record(&plan_id, &start.action, start.attempt, outcome)
             .await;
+        self.call_ended.notify_waiters();
     }
 
     /// Writes how an attempt ended, then wakes the executor for what comes
@@ -355,6 +420,22 @@ fn settle(action: &mut super::PlanAction, outcome: CallOutcome, now: Timestamp) 
             }
         }
     }
+}
+
+/// Ends a plan whose dependency did not succeed: its actions are skipped,
+/// so that a retry (once the dependency succeeded) runs them.
+fn fail_on_dependency(plan: &mut Plan, reason: String, now: Timestamp) {
+    for action in &mut plan.actions {
+        if !action.status.is_final() {
+            action.status = ActionStatus::Skipped;
+            action.error = Some(reason.clone());
+        }
+    }
+    plan.status = PlanStatus::Failed;
+    plan.error = Some(reason);
+    plan.waiting_reason = None;
+    plan.finished_at = Some(now);
+    plan.updated_at = now;
 }
 
 fn push_attempt(action: &mut super::PlanAction, now: Timestamp, plugin: Option<String>) {

@@ -191,6 +191,12 @@ pub struct Plan {
     pub status: PlanStatus,
     /// Its actions.
     pub actions: Vec<PlanAction>,
+    /// Plans that must succeed before its actions start.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Why an executing plan has not started its actions yet.
+    #[serde(default)]
+    pub waiting_reason: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
     /// When it was created.
@@ -225,6 +231,34 @@ pub struct NewPlan {
     pub priority: Option<Priority>,
     /// Owning team; the caller's (or `default`) when absent.
     pub team: Option<Name>,
+    /// Plans (of the same team) that must succeed before this one's
+    /// actions start; at most 16.
+    #[serde(default)]
+    #[schema(max_items = 16)]
+    pub depends_on: Vec<Name>,
+}
+
+/// What `execute` or `retry` would run, in order, when asked with
+/// `dryRun=true`; nothing runs.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// The plan.
+    pub plan_id: String,
+    /// Always true: nothing ran.
+    pub dry_run: bool,
+    /// The actions that would run, in the DAG's layers: every action of a
+    /// layer can start once the layers before it succeeded.
+    pub layers: Vec<Vec<String>>,
+}
+
+/// Options of `execute` and `retry`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunOptions {
+    /// Say what would run, in which order, without running anything.
+    pub dry_run: Option<bool>,
 }
 
 /// Filters and paging of `GET /action-plans`.

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::records::{PlanCounts, PlanRecords};
 use super::template::{self, NewTemplate, Template};
-use super::{ActionStatus, NewPlan, Plan, PlanError, PlanPage, PlanQuery, PlanStatus};
+use super::{ActionStatus, DryRun, NewPlan, Plan, PlanError, PlanPage, PlanQuery, PlanStatus, dag};
 use crate::clock::Timestamp;
 use crate::engine::{Attempts, Clock, Loops, run_timed};
 use crate::names::Name;
@@ -26,6 +26,9 @@ pub struct PlanDeps {
     /// The clock timers read.
     pub clock: Clock,
 }
+
+/// Most plans one plan may depend on.
+const MAX_PLAN_DEPENDENCIES: usize = 16;
 
 /// A running plan in memory: its lock serialises every change (and its
 /// write) of that one plan.
@@ -43,6 +46,8 @@ pub struct ActionPlans {
     pub(super) attempts: Mutex<Attempts<String>>,
     /// Pokes the executor: a plan executed or retried, an action ended.
     pub(super) wake: Arc<Notify>,
+    /// Told whenever an action's call ends, for [`ActionPlans::drain`].
+    pub(super) call_ended: Notify,
     next_id: AtomicU64,
     /// Totals for `/status`, kept in memory (seeded from the store's
     /// durable ones) so that they answer while the store is unavailable.
@@ -75,6 +80,7 @@ impl ActionPlans {
             running: Mutex::new(HashMap::new()),
             attempts: Mutex::new(Attempts::default()),
             wake: Arc::new(Notify::new()),
+            call_ended: Notify::new(),
             next_id: AtomicU64::new(0),
             created: AtomicU64::new(totals.total),
             succeeded: AtomicU64::new(totals.succeeded),
@@ -149,6 +155,29 @@ impl ActionPlans {
             .ok()
             .filter(|t| t.team == team.as_str() || t.team == CORE_TEAM)
             .ok_or_else(|| PlanError::TemplateNotFound(new.template_id.to_string()))?;
+        if new.depends_on.len() > MAX_PLAN_DEPENDENCIES {
+            return Err(PlanError::Invalid {
+                field: "dependsOn".into(),
+                message: format!("must name at most {MAX_PLAN_DEPENDENCIES} plans"),
+            });
+        }
+        let mut depends_on = Vec::new();
+        for dependency in &new.depends_on {
+            // Only an existing plan of the same team; so no cycle can form.
+            if !self
+                .records
+                .get(dependency)?
+                .is_some_and(|plan| plan.team == team.as_str())
+            {
+                return Err(PlanError::Invalid {
+                    field: "dependsOn".into(),
+                    message: format!("{:?} is not a plan of team {team}", dependency.as_str()),
+                });
+            }
+            if !depends_on.contains(&dependency.to_string()) {
+                depends_on.push(dependency.to_string());
+            }
+        }
         let data = Value::Object(template.check_data(new.data)?);
         let actions = template.actions_for(&data)?;
         let now = self.clock.now();
@@ -168,6 +197,8 @@ impl ActionPlans {
             checked_on: self.machine.clone(),
             status: PlanStatus::Pending,
             actions,
+            depends_on,
+            waiting_reason: None,
             error: None,
             created_at: now,
             updated_at: now,
@@ -238,6 +269,51 @@ impl ActionPlans {
         tracing::info!(plan_id = %plan.id, template_id = %plan.template_id, "action plan executing");
         self.track(plan.clone());
         Ok(plan)
+    }
+
+    /// What [`ActionPlans::execute`] would run, in order, without running it.
+    pub fn execute_dry_run(&self, id: &str) -> Result<DryRun, PlanError> {
+        let plan = self.get(id)?;
+        if plan.status != PlanStatus::Pending {
+            return Err(conflict(
+                &plan,
+                "already_executed",
+                "it has run; ask a retry's dry run instead",
+            ));
+        }
+        Ok(DryRun {
+            plan_id: plan.id.clone(),
+            dry_run: true,
+            layers: dag::layers(&plan, |_| true),
+        })
+    }
+
+    /// What [`ActionPlans::retry`] would run, in order, without running it.
+    pub async fn retry_dry_run(&self, id: &str) -> Result<DryRun, PlanError> {
+        let plan = match self.tracked(id) {
+            Some(running) => running.lock().await.clone(),
+            None => self.get(id)?,
+        };
+        if plan.status == PlanStatus::Pending {
+            return Err(conflict(
+                &plan,
+                "not_executed",
+                "it has not run yet; execute it",
+            ));
+        }
+        let layers = dag::layers(&plan, |a| a.status.needs_retry());
+        if layers.is_empty() {
+            return Err(conflict(
+                &plan,
+                "nothing_to_retry",
+                "nothing in it failed, so nothing is retried",
+            ));
+        }
+        Ok(DryRun {
+            plan_id: plan.id.clone(),
+            dry_run: true,
+            layers,
+        })
     }
 
     /// Runs again what did not succeed: failed, timed-out, interrupted and
@@ -327,6 +403,28 @@ impl ActionPlans {
         self.records.change(&stored, &plan).await?;
         tracing::info!(plan_id = %plan.id, "action plan cancelled before it ran");
         Ok(plan)
+    }
+
+    /// Lets the action calls in flight finish, for at most `grace`, then
+    /// stops the rest: they stay `running` in the store and are resumed
+    /// after the next start. Call after the loops have stopped.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let ended = self.call_ended.notified();
+            let running = self.attempts.lock().expect("attempts poisoned").len();
+            if running == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                tracing::warn!(
+                    running,
+                    "actions still running after the grace period are stopped; they resume after the next start"
+                );
+                self.attempts.lock().expect("attempts poisoned").abort_all();
+                return;
+            }
+        }
     }
 
     /// Holds an executing plan in memory and wakes the executor.
