@@ -398,6 +398,17 @@ async fn the_guides_calls_on_a_fresh_host_answer_in_the_envelope() {
     assert_eq!(plans["status"], "running");
     assert_eq!(plans["totalPlans"], 1);
     assert_eq!(plans["performance"]["successRate"], 100.0);
+    // Every action's wait from ready to started is in the histogram.
+    let metrics = client.get(&host.url("/metrics")).await.expect_ok(200);
+    assert_eq!(metrics["actionStartDelay"]["count"], 8, "{metrics}");
+    let text = client
+        .get(&host.url("/metrics?format=prometheus"))
+        .await
+        .text;
+    assert!(
+        text.contains("autoagent_plan_action_start_delay_seconds_count 8"),
+        "{text}"
+    );
     assert!(
         client
             .get(&host.url("/action-plans?category=security"))

@@ -12,6 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::plans::{PlanCounts, StartDelay};
 use crate::plugins::PluginTotals;
 use crate::tasks::TaskCounts;
 
@@ -55,8 +58,26 @@ pub struct MetricsSnapshot {
     pub tasks: TaskCounts,
     /// Plugin totals.
     pub plugins: PluginTotals,
+    /// Action-plan totals.
+    pub plans: PlanCounts,
+    /// Delay from an action being ready to its start.
+    pub action_start_delay: DelayMetrics,
     /// HTTP requests answered.
     pub http: HttpMetrics,
+    /// The histogram itself, for the text rendering.
+    #[serde(skip)]
+    #[schema(ignore)]
+    start_delay: Histogram,
+}
+
+/// A histogram's count and sum in the JSON rendering.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelayMetrics {
+    /// Observations.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum_seconds: f64,
 }
 
 /// HTTP counters in the JSON rendering.
@@ -77,6 +98,8 @@ impl MetricsSnapshot {
         workers: u64,
         tasks: TaskCounts,
         plugins: PluginTotals,
+        plans: PlanCounts,
+        start_delay: &StartDelay,
         http: &HttpStats,
     ) -> (Self, BTreeMap<(String, String, u16), u64>) {
         let requests = http.snapshot();
@@ -89,6 +112,12 @@ impl MetricsSnapshot {
             workers,
             tasks,
             plugins,
+            plans,
+            action_start_delay: {
+                let (count, sum_seconds) = start_delay.totals();
+                DelayMetrics { count, sum_seconds }
+            },
+            start_delay: start_delay.histogram(),
             http: HttpMetrics {
                 requests: requests.values().sum(),
                 by_status,
@@ -168,6 +197,35 @@ impl MetricsSnapshot {
         let seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         seconds.inc_by(self.plugins.call_seconds);
         registry.register("plugin_call_seconds", "Time spent in plugin calls", seconds);
+        registry.register(
+            "plans_created",
+            "Action plans created",
+            counter(self.plans.total),
+        );
+        registry.register(
+            "plans_executing",
+            "Action plans executing now",
+            gauge(self.plans.active as f64),
+        );
+        let plan_counters = Family::<Vec<(String, String)>, Counter>::default();
+        for (outcome, count) in [
+            ("succeeded", self.plans.succeeded),
+            ("failed", self.plans.failed),
+        ] {
+            plan_counters
+                .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+                .inc_by(count);
+        }
+        registry.register(
+            "plans_finished",
+            "Action-plan executions that ended, by outcome",
+            plan_counters,
+        );
+        registry.register(
+            "plan_action_start_delay_seconds",
+            "Time from an action being ready (dependencies done, retry due) to its call starting",
+            self.start_delay.clone(),
+        );
         let http = Family::<Vec<(String, String)>, Counter>::default();
         for ((method, route, status), count) in requests {
             let labels = vec![

@@ -251,6 +251,8 @@ async fn metrics(
         app.workers.count(),
         app.tasks.counts(),
         app.plugins.totals(),
+        app.plans.counts(),
+        app.plans.start_delay(),
         &app.http,
     );
     if wants_text {

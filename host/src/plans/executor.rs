@@ -256,6 +256,8 @@ impl ActionPlans {
                     format!("no loaded plugin serves capability {:?}", action.capability),
                 )
             })?;
+        let ready_at = ready_since(plan, index);
+        self.start_delay.observe(now.since(ready_at));
         let action = &mut plan.actions[index];
         action.attempts_made += 1;
         action.status = ActionStatus::Running;
@@ -452,6 +454,23 @@ fn push_attempt(action: &mut super::PlanAction, now: Timestamp, plugin: Option<S
         let extra = action.attempts.len() - KEPT_ATTEMPTS;
         action.attempts.drain(..extra);
     }
+}
+
+/// When the action at `index` became ready: its retry's due time, else
+/// when its last dependency ended, else when the plan started.
+fn ready_since(plan: &Plan, index: usize) -> Timestamp {
+    let action = &plan.actions[index];
+    if let Some(due) = action.not_before {
+        return due;
+    }
+    action
+        .depends_on
+        .iter()
+        .filter_map(|dep| plan.action(dep))
+        .filter_map(|dep| dep.attempts.last().and_then(|a| a.finished_at))
+        .max()
+        .or(plan.started_at)
+        .unwrap_or(plan.created_at)
 }
 
 /// What an action's input template reads: the plan's data and the outputs

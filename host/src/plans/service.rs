@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -25,6 +26,49 @@ pub struct PlanDeps {
     pub plugins: Arc<Plugins>,
     /// The clock timers read.
     pub clock: Clock,
+}
+
+/// The delay from an action being ready to its call starting: a
+/// Prometheus histogram, and its count and sum for the JSON rendering
+/// (the histogram does not give them back).
+pub struct StartDelay {
+    histogram: Histogram,
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Default for StartDelay {
+    fn default() -> Self {
+        Self {
+            // 0.25 ms to about 8 s.
+            histogram: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StartDelay {
+    /// Records one delay.
+    pub fn observe(&self, delay: std::time::Duration) {
+        self.histogram.observe(delay.as_secs_f64());
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A handle on the histogram, to register for the text rendering.
+    pub fn histogram(&self) -> Histogram {
+        self.histogram.clone()
+    }
+
+    /// Delays recorded, and their sum in seconds.
+    pub fn totals(&self) -> (u64, f64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
 }
 
 /// Most plans one plan may depend on.
@@ -48,6 +92,9 @@ pub struct ActionPlans {
     pub(super) wake: Arc<Notify>,
     /// Told whenever an action's call ends, for [`ActionPlans::drain`].
     pub(super) call_ended: Notify,
+    /// Seconds from an action being ready (its dependencies done, its
+    /// retry due) to its call starting: the executor's own delay.
+    pub(super) start_delay: StartDelay,
     next_id: AtomicU64,
     /// Totals for `/status`, kept in memory (seeded from the store's
     /// durable ones) so that they answer while the store is unavailable.
@@ -81,6 +128,7 @@ impl ActionPlans {
             attempts: Mutex::new(Attempts::default()),
             wake: Arc::new(Notify::new()),
             call_ended: Notify::new(),
+            start_delay: StartDelay::default(),
             next_id: AtomicU64::new(0),
             created: AtomicU64::new(totals.total),
             succeeded: AtomicU64::new(totals.succeeded),
@@ -234,6 +282,11 @@ impl ActionPlans {
                 )))
             })?
             .map_err(PlanError::from)
+    }
+
+    /// The delay from an action being ready to its start, for `/metrics`.
+    pub fn start_delay(&self) -> &StartDelay {
+        &self.start_delay
     }
 
     /// Totals for `/status` and `/metrics`, from memory.
