@@ -24,7 +24,7 @@ use crate::plans::{
 #[serde(untagged)]
 enum RunAnswer {
     /// The plan, executing.
-    Plan(Plan),
+    Plan(Box<Plan>),
     /// What would run, in order; nothing ran.
     DryRun(DryRun),
 }
@@ -183,7 +183,7 @@ async fn execute_plan(
     Ok(ok(if options.dry_run == Some(true) {
         RunAnswer::DryRun(app.plans.execute_dry_run(&id)?)
     } else {
-        RunAnswer::Plan(app.plans.execute(&id).await?)
+        RunAnswer::Plan(Box::new(app.plans.execute(&id).await?))
     }))
 }
 
@@ -228,6 +228,6 @@ async fn retry_plan(
     Ok(ok(if options.dry_run == Some(true) {
         RunAnswer::DryRun(app.plans.retry_dry_run(&id).await?)
     } else {
-        RunAnswer::Plan(app.plans.retry(&id).await?)
+        RunAnswer::Plan(Box::new(app.plans.retry(&id).await?))
     }))
 }

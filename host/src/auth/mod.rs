@@ -299,6 +299,18 @@ impl Tokens {
     }
 }
 
+/// The team a list is limited to, for a caller who sees only `only` (a team
+/// token) and asked for `asked`: `Some(None)` for every team, `Some(team)`
+/// for one, and `None` when the caller asked for a team it does not see
+/// (the list is empty, as if that team had nothing).
+pub fn team_filter(only: Option<&str>, asked: Option<&str>) -> Option<Option<String>> {
+    match (only, asked) {
+        (Some(own), Some(asked)) if own != asked => None,
+        (Some(own), _) => Some(Some(own.to_owned())),
+        (None, asked) => Some(asked.map(str::to_owned)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,17 +339,5 @@ mod tests {
     fn the_old_team_role_reads_as_team_admin() {
         let role: Role = serde_json::from_str("\"team\"").unwrap();
         assert_eq!(role, Role::Admin);
-    }
-}
-
-/// The team a list is limited to, for a caller who sees only `only` (a team
-/// token) and asked for `asked`: `Some(None)` for every team, `Some(team)`
-/// for one, and `None` when the caller asked for a team it does not see
-/// (the list is empty, as if that team had nothing).
-pub fn team_filter(only: Option<&str>, asked: Option<&str>) -> Option<Option<String>> {
-    match (only, asked) {
-        (Some(own), Some(asked)) if own != asked => None,
-        (Some(own), _) => Some(Some(own.to_owned())),
-        (None, asked) => Some(asked.map(str::to_owned)),
     }
 }

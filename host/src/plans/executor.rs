@@ -107,53 +107,61 @@ impl ActionPlans {
                 continue;
             }
             let before = plan.clone();
-            let now = self.clock.now();
-            let (starts, changed) = match self.dependencies(&plan) {
-                Dependencies::Met => {
-                    let waited = plan.waiting_reason.take().is_some();
-                    let (starts, changed) = self.advance(&mut plan, now);
-                    (starts, changed || waited)
-                }
-                Dependencies::Waiting(reason) => {
-                    let changed = plan.waiting_reason.as_deref() != Some(reason.as_str());
-                    plan.waiting_reason = Some(reason);
-                    (Vec::new(), changed)
-                }
-                Dependencies::Failed(reason) => {
-                    fail_on_dependency(&mut plan, reason, now);
-                    (Vec::new(), true)
-                }
-            };
-            if plan.status != PlanStatus::Running {
-                match self.records.change(&before, &plan).await {
-                    Ok(()) => {
-                        self.untrack(&plan.id);
-                        log_end(self, &plan);
-                        // Plans waiting for this one look again.
-                        self.wake.notify_one();
-                    }
-                    Err(err) => {
-                        tracing::warn!(plan_id = %plan.id, error = %err, "could not record the plan's end; trying again");
-                        *plan = before;
-                    }
-                }
+            if !self.step(&mut plan, before, None).await {
                 continue;
-            }
-            if changed {
-                if let Err(err) = self.records.change(&before, &plan).await {
-                    tracing::warn!(plan_id = %plan.id, error = %err, "could not record started actions; trying again");
-                    *plan = before;
-                    continue;
-                }
-                for start in starts {
-                    self.spawn(&plan, start);
-                }
             }
             if let Some(at) = dag::next_retry(&plan) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
         next
+    }
+
+    /// Moves a plan along and writes the result: checks its plan-level
+    /// dependencies, skips what is blocked, starts what is ready (recording
+    /// it first), or ends it. `before` is the plan as stored. When the write
+    /// fails, the plan goes back to `fallback` (or to `before`) and the
+    /// executor tries again on its next pass. Returns whether the plan is
+    /// still executing.
+    async fn step(self: &Arc<Self>, plan: &mut Plan, before: Plan, fallback: Option<Plan>) -> bool {
+        let now = self.clock.now();
+        let dirty = fallback.is_some();
+        let (starts, changed) = match self.dependencies(plan) {
+            Dependencies::Met => {
+                let waited = plan.waiting_reason.take().is_some();
+                let (starts, changed) = self.advance(plan, now);
+                (starts, changed || waited)
+            }
+            Dependencies::Waiting(reason) => {
+                let changed = plan.waiting_reason.as_deref() != Some(reason.as_str());
+                plan.waiting_reason = Some(reason);
+                (Vec::new(), changed)
+            }
+            Dependencies::Failed(reason) => {
+                fail_on_dependency(plan, reason, now);
+                (Vec::new(), true)
+            }
+        };
+        if !changed && !dirty {
+            return true;
+        }
+        if let Err(err) = self.records.change(&before, plan).await {
+            tracing::warn!(plan_id = %plan.id, error = %err, "could not record the plan's progress; trying again");
+            *plan = fallback.unwrap_or(before);
+            self.wake.notify_one();
+            return plan.status == PlanStatus::Running;
+        }
+        if plan.status != PlanStatus::Running {
+            self.untrack(&plan.id);
+            log_end(self, plan);
+            // Plans waiting for this one look again.
+            self.wake.notify_one();
+            return false;
+        }
+        for start in starts {
+            self.spawn(plan, start);
+        }
+        true
     }
 
     /// Whether the plans `plan` depends on have succeeded. A plan executing
@@ -337,7 +345,13 @@ impl ActionPlans {
 
     /// Writes how an attempt ended, then wakes the executor for what comes
     /// next.
-    async fn record(&self, plan_id: &str, action_name: &str, attempt: u32, outcome: CallOutcome) {
+    async fn record(
+        self: &Arc<Self>,
+        plan_id: &str,
+        action_name: &str,
+        attempt: u32,
+        outcome: CallOutcome,
+    ) {
         let Some(handle) = self.tracked(plan_id) else {
             return;
         };
@@ -368,12 +382,15 @@ impl ActionPlans {
             ),
         }
         plan.updated_at = now;
-        if let Err(err) = self.records.change(&before, &plan).await {
-            // The attempt's end is lost with the write; the action stays
-            // running in the store and runs again after a restart.
-            tracing::error!(plan_id = %plan_id, action = %action_name, error = %err, "could not record the action's end");
+        // The outcome and what it makes ready are written together: one
+        // durable write per step of a chain. Should the write fail, the
+        // outcome stays in memory and the next pass writes it.
+        let settled = plan.clone();
+        self.step(&mut plan, before, Some(settled)).await;
+        // The pass keeps the retry timers: it must see a retry set here.
+        if dag::next_retry(&plan).is_some() {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
     }
 }
 

@@ -212,10 +212,10 @@ impl ActionPlans {
         let mut depends_on = Vec::new();
         for dependency in &new.depends_on {
             // Only an existing plan of the same team; so no cycle can form.
-            if !self
+            if self
                 .records
                 .get(dependency)?
-                .is_some_and(|plan| plan.team == team.as_str())
+                .is_none_or(|plan| plan.team != team.as_str())
             {
                 return Err(PlanError::Invalid {
                     field: "dependsOn".into(),
