@@ -323,7 +323,10 @@ async fn broken_components_do_not_load_and_the_old_version_keeps_serving() {
         .load(
             &manifest
                 .replace("kind = \"capability\"", "kind = \"health-check\"")
-                .replace("capabilities = [\"echo\", \"ping\", \"fail\", \"kv_roundtrip\", \"counter\", \"config\", \"run\", \"fetch\", \"kv_get\"]", ""),
+                .lines()
+                .filter(|line| !line.starts_with("capabilities ="))
+                .collect::<Vec<_>>()
+                .join("\n"),
             wasm.clone(),
             PluginSource::Bundled,
         )

@@ -112,9 +112,21 @@ fn serve(args: &[String]) -> Result<(), String> {
     Err(format!("cannot start {}: {err}", binary.display()))
 }
 
+/// Builds the binaries and every test in one go. One invocation matters:
+/// building tests lets the tests' dev-dependencies unify features of
+/// shared crates (anyhow, ring, ...), and a binary built apart (`-p
+/// autoagent`) would get other features, so wasmtime and all above it would
+/// compile twice.
+fn build_for_tests() -> Result<(), String> {
+    ensure_wasm_target()?;
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace", "--bins", "--tests"]);
+    run(build)
+}
+
 fn test(args: &[String]) -> Result<(), String> {
     // The black-box tests start the real binary, so build it first.
-    build_host()?;
+    build_for_tests()?;
     let mut test = cargo();
     test.args(["test", "--release", "--workspace"]).args(args);
     test.env(

