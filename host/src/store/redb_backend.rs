@@ -33,7 +33,7 @@ const MAX_GROUP: usize = 512;
 /// its history once hold that history in memory for good; the hot pages
 /// (unfinished tasks, index heads, counters) fit in far less, and the
 /// kernel's page cache still holds the file.
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES: usize = 8 << 20;
 
 /// The table the probe write after a reopen goes to (and is removed from).
 const PROBE_TABLE: &str = "store_probe";
