@@ -449,15 +449,9 @@ impl Runtime {
             // measured fastest per call: 1 MiB spent more on memset than it
             // saved in faults (BENCHMARKS.md).
             .linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(1 << 16)
-            // A call's async stack is zeroed when it is given back (the
-            // first 16 KiB with memset, the rest with madvise), so no guest
-            // of any team can read what an earlier call left on a pooled
-            // stack. Measured: no change in tasks/s (BENCHMARKS.md).
-            .async_stack_keep_resident(16 << 10);
+            .table_keep_resident(1 << 16);
 
         let mut wasm = Config::new();
-        wasm.async_stack_zeroing(true);
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
