@@ -346,3 +346,45 @@ fn plugin_push_refuses_an_https_host_whose_certificate_it_does_not_trust() {
     assert_eq!(code, Some(1), "stderr: {stderr}");
     assert!(stderr.contains("certificate"), "stderr: {stderr}");
 }
+
+/// Reads a response head from a raw connection.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut chunk).await.expect("reading the response");
+        assert!(read > 0, "connection closed before a whole response head");
+        bytes.extend_from_slice(&chunk[..read]);
+    }
+    String::from_utf8_lossy(&bytes).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_closes_the_connection() {
+    let host = Host::start();
+    // Refused on its path before the body is looked at: the host will not
+    // read the rest, so the client must not reuse the connection.
+    let mut stream = TcpStream::connect(&host.address).await.unwrap();
+    let head = format!(
+        "PUT {BASE_PATH}/teams/ops/plugins/bad.name HTTP/1.1\r\nHost: test\r\n\
+         Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'x'; 1000]).await.unwrap();
+    let answer = read_head(&mut stream).await;
+    assert!(answer.starts_with("http/1.1 422"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+
+    // A body read to its end keeps the connection open for the next one.
+    let mut stream = TcpStream::connect(&host.address).await.unwrap();
+    let body = "{}";
+    let request = format!(
+        "POST {BASE_PATH}/workers HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_head(&mut stream).await;
+    assert!(answer.starts_with("http/1.1 422"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+}

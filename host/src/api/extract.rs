@@ -200,6 +200,21 @@ fn bad_name(method: &Method, message: &str) -> ApiError {
     }
 }
 
+/// Largest page a list gives.
+pub const MAX_PAGE: usize = 500;
+
+/// Checks a list's `limit`: 1 to [`MAX_PAGE`], or absent; 400 otherwise.
+pub fn check_page_limit(limit: Option<usize>) -> Result<(), ApiError> {
+    if limit.is_some_and(|limit| !(1..=MAX_PAGE).contains(&limit)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("`limit` must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

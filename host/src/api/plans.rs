@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, check_page_limit};
 use super::scope::Scope;
 use crate::App;
 use crate::auth::Access;
@@ -123,13 +123,7 @@ async fn list_plans(
     scope: Scope,
     ApiQuery(query): ApiQuery<PlanQuery>,
 ) -> Result<Response, ApiError> {
-    if query.limit.is_some_and(|limit| !(1..=500).contains(&limit)) {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "`limit` must be 1 to 500",
-        ));
-    }
+    check_page_limit(query.limit)?;
     let only_team = scope.only_team().map(str::to_owned);
     Ok(ok(app.plans.list(query, only_team).await?))
 }

@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, check_page_limit};
 use super::scope::Scope;
 use crate::App;
 use crate::auth::Access;
@@ -54,13 +54,7 @@ async fn list_tasks(
     scope: Scope,
     ApiQuery(query): ApiQuery<TaskQuery>,
 ) -> Result<Response, ApiError> {
-    if query.limit.is_some_and(|limit| !(1..=500).contains(&limit)) {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "`limit` must be 1 to 500",
-        ));
-    }
+    check_page_limit(query.limit)?;
     let only_team = scope.only_team().map(str::to_owned);
     Ok(ok(app.tasks.list(query, only_team).await?))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -26,6 +26,8 @@ use crate::api::ApiError;
 /// Wraps `router` in the request body timeout, the whole-request timeout and
 /// the panic net of `limits`, outermost last:
 ///
+/// 0. `close_if_body_unread`: a response sent before the request's body was
+///    read to its end says `Connection: close`.
 /// 1. [`CatchPanicLayer`]: a panic anywhere below becomes a 500
 ///    `internal_error` and one ERROR line naming the panic.
 /// 2. `answer_request_timeouts`: the request timeout's bare 503 becomes a
@@ -56,6 +58,71 @@ pub fn with_limits(router: Router, limits: &Limits) -> Router {
             answer_request_timeouts,
         ))
         .layer(CatchPanicLayer::custom(answer_panic))
+        .layer(middleware::from_fn(close_if_body_unread))
+}
+
+/// Marks a response `Connection: close` when the request's body was not
+/// read to its end (an upload refused before its body was looked at, a
+/// timeout). hyper then closes the connection with the body unread, and a
+/// client that sees no `close` would put the connection back in its pool
+/// and send its next request into a socket the host has shut (the client
+/// sees a broken pipe). The header tells it not to reuse the connection.
+async fn close_if_body_unread(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() != b"0",
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    };
+    if !has_body {
+        return next.run(request).await;
+    }
+    let finished = Arc::new(AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let tracked = Body::new(ReadToEnd {
+        inner: body,
+        finished: finished.clone(),
+    });
+    let mut response = next.run(Request::from_parts(parts, tracked)).await;
+    if !finished.load(Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that notes when it has been read to its end.
+struct ReadToEnd {
+    inner: Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl http_body::Body for ReadToEnd {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) {
+            self.finished.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.finished.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Set on every response the router made. The request timeout answers with a
