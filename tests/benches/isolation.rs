@@ -10,12 +10,9 @@ use std::time::Duration;
 use autoagent_tests::attack::{self, Attack, quantile};
 use autoagent_tests::{Host, setting};
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+#[tokio::main]
+async fn main() {
+    run().await;
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -15,12 +15,9 @@ use time::format_description::well_known::Rfc3339;
 
 const ACTIONS: usize = 64;
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+#[tokio::main]
+async fn main() {
+    run().await;
 }
 
 async fn run() {

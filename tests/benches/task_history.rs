@@ -14,12 +14,9 @@ use autoagent_tests::{Client, Host, eventually, json, setting};
 
 const WORKERS: usize = 8;
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+#[tokio::main]
+async fn main() {
+    run().await;
 }
 
 async fn run() {

@@ -14,12 +14,9 @@ use autoagent_tests::{Client, Host, json, setting};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+#[tokio::main]
+async fn main() {
+    run().await;
 }
 
 async fn run() {

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 /// One attempt in flight.
@@ -175,6 +177,29 @@ impl<K: Hash + Eq + Clone> Attempts<K> {
     }
 }
 
+/// Waits until `running()` says no attempt is in flight, looking again
+/// each time `ended` is told an attempt ended, for at most `grace`.
+/// Returns how many still run when the grace ran out (0: all ended). For
+/// a shutdown: the caller then aborts the rest.
+pub async fn wait_until_idle(
+    grace: Duration,
+    ended: &Notify,
+    running: impl Fn() -> usize,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        // Registered before looking, so an end between the two is not missed.
+        let next_end = ended.notified();
+        let left = running();
+        if left == 0 {
+            return 0;
+        }
+        if tokio::time::timeout_at(deadline, next_end).await.is_err() {
+            return running();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::pending;
@@ -233,6 +258,36 @@ mod tests {
         assert_eq!(stopped, ["a", "c"]);
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts.load_of("w2"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_idle_ends_with_the_last_attempt_or_the_grace() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let running = Arc::new(AtomicUsize::new(2));
+        let ended = Arc::new(Notify::new());
+        let (count, told) = (running.clone(), ended.clone());
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                count.fetch_sub(1, Ordering::SeqCst);
+                told.notify_waiters();
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let left = wait_until_idle(Duration::from_secs(10), &ended, || {
+            running.load(Ordering::SeqCst)
+        })
+        .await;
+        assert_eq!((left, started.elapsed()), (0, Duration::from_secs(2)));
+
+        running.store(1, Ordering::SeqCst);
+        let left = wait_until_idle(Duration::from_secs(3), &ended, || {
+            running.load(Ordering::SeqCst)
+        })
+        .await;
+        assert_eq!(left, 1, "the grace ran out with one still running");
     }
 
     #[tokio::test]

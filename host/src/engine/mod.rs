@@ -27,7 +27,7 @@ mod backoff;
 mod clock;
 mod timers;
 
-pub use attempts::{Attempts, Stopped};
+pub use attempts::{Attempts, Stopped, wait_until_idle};
 pub use background::{Loops, Shutdown, run_timed};
 pub use backoff::{Backoff, Retry, next_attempt};
 pub use clock::Clock;

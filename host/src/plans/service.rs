@@ -13,7 +13,7 @@ use super::records::{PlanCounts, PlanRecords};
 use super::template::{self, NewTemplate, Template};
 use super::{ActionStatus, DryRun, NewPlan, Plan, PlanError, PlanPage, PlanQuery, PlanStatus, dag};
 use crate::clock::Timestamp;
-use crate::engine::{Attempts, Clock, Loops, run_timed};
+use crate::engine::{Attempts, Clock, Loops, run_timed, wait_until_idle};
 use crate::names::Name;
 use crate::plugins::{CORE_TEAM, Plugins};
 use crate::store::Store;
@@ -462,21 +462,14 @@ impl ActionPlans {
     /// stops the rest: they stay `running` in the store and are resumed
     /// after the next start. Call after the loops have stopped.
     pub async fn drain(&self, grace: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let ended = self.call_ended.notified();
-            let running = self.attempts.lock().expect("attempts poisoned").len();
-            if running == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                tracing::warn!(
-                    running,
-                    "actions still running after the grace period are stopped; they resume after the next start"
-                );
-                self.attempts.lock().expect("attempts poisoned").abort_all();
-                return;
-            }
+        let attempts = || self.attempts.lock().expect("attempts poisoned");
+        let left = wait_until_idle(grace, &self.call_ended, || attempts().len()).await;
+        if left > 0 {
+            tracing::warn!(
+                running = left,
+                "actions still running after the grace period are stopped; they resume after the next start"
+            );
+            attempts().abort_all();
         }
     }
 

@@ -13,7 +13,7 @@ use super::queue::{Claim, Queue};
 use super::records::{TaskCounts, TaskRecords, prune_forever};
 use super::{NewTask, Priority, Task, TaskError, TaskPage, TaskQuery, TaskStatus, assign, attempt};
 use crate::clock::Timestamp;
-use crate::engine::{Clock, Loops, run_timed};
+use crate::engine::{Clock, Loops, run_timed, wait_until_idle};
 use crate::names::Name;
 use crate::plugins::Plugins;
 use crate::store::{Batch, Store, StoreError};
@@ -326,22 +326,14 @@ impl Tasks {
     /// the rest: they stay `running` in the store and run again after the
     /// next start. Call after the loops have stopped, so nothing new starts.
     pub async fn drain(&self, grace: Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let ended = self.attempt_ended.notified();
-            let running = self.lock().attempts.len();
-            if running == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                tracing::warn!(
-                    running,
-                    grace_secs = grace.as_secs(),
-                    "tasks still running after the grace period are stopped; they run again after the next start"
-                );
-                self.lock().attempts.abort_all();
-                return;
-            }
+        let left = wait_until_idle(grace, &self.attempt_ended, || self.lock().attempts.len()).await;
+        if left > 0 {
+            tracing::warn!(
+                running = left,
+                grace_secs = grace.as_secs(),
+                "tasks still running after the grace period are stopped; they run again after the next start"
+            );
+            self.lock().attempts.abort_all();
         }
     }
 
