@@ -53,8 +53,9 @@ pub struct AppConfig {
     /// Requests a second each API token may send on average (bursts of
     /// twice that); 0 turns the limit off.
     pub token_rate_per_sec: u32,
-    /// How long finished tasks are kept before they are deleted.
-    pub task_retention: Duration,
+    /// How long finished records (tasks, action plans) are kept before
+    /// they are deleted.
+    pub retention: Duration,
 }
 
 /// Requests a second an API token may send by default.
@@ -68,7 +69,7 @@ impl AppConfig {
             runtime: RuntimeConfig::default(),
             anonymous_is_admin: true,
             token_rate_per_sec: DEFAULT_TOKEN_RATE_PER_SEC,
-            task_retention: tasks::RETENTION_DEFAULT,
+            retention: engine::RETENTION_DEFAULT,
         }
     }
 }
@@ -142,7 +143,7 @@ impl App {
             workflows: workflows.clone(),
             plugins: plugins.clone(),
             clock: Clock::new(),
-            retention: config.task_retention,
+            retention: config.retention,
         };
         let clock = deps.clock;
         let tasks = Tasks::open(deps, &loops).await?;
@@ -150,6 +151,7 @@ impl App {
             store: store.clone(),
             plugins: plugins.clone(),
             clock,
+            retention: config.retention,
         };
         let plans = ActionPlans::open(plan_deps, &loops).await?;
         loops.spawn("memory-trim", trim_memory_forever);

@@ -99,10 +99,11 @@ struct ServeArgs {
     /// token (the local operator of a loopback host) are not limited.
     #[arg(long, default_value_t = autoagent::DEFAULT_TOKEN_RATE_PER_SEC)]
     token_rate_limit: u32,
-    /// Days a finished task (succeeded, failed, cancelled, timed out) is
-    /// kept before it is deleted; the totals in /status and /metrics stay.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500))]
-    task_retention_days: u32,
+    /// Days a finished task or action plan (succeeded, failed, cancelled,
+    /// timed out) is kept before it is deleted; the totals in /status and
+    /// /metrics stay.
+    #[arg(long, alias = "task-retention-days", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    retention_days: u32,
 }
 
 impl ServeArgs {
@@ -374,8 +375,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let mut config = AppConfig::new(&args.data_dir);
     config.anonymous_is_admin = listen.ip().is_loopback();
     config.token_rate_per_sec = args.token_rate_limit;
-    config.task_retention =
-        std::time::Duration::from_secs(u64::from(args.task_retention_days) * 86_400);
+    config.retention = std::time::Duration::from_secs(u64::from(args.retention_days) * 86_400);
     if let Some(mib) = args.guest_memory_mib {
         config.runtime.guest_memory_bytes = mib << 20;
     }

@@ -143,7 +143,7 @@ async fn run() {
     // so every finished task is past it at once.
     assert!(host.stop().success());
     let mut config = autoagent::AppConfig::new(&host.data_dir);
-    config.task_retention = Duration::ZERO;
+    config.retention = Duration::ZERO;
     let begun = Instant::now();
     let app = autoagent::App::open(&config)
         .await

@@ -25,10 +25,12 @@ mod attempts;
 mod background;
 mod backoff;
 mod clock;
+mod retention;
 mod timers;
 
 pub use attempts::{Attempts, Stopped, wait_until_idle};
 pub use background::{Loops, Shutdown, run_timed};
 pub use backoff::{Backoff, Retry, next_attempt};
 pub use clock::Clock;
+pub use retention::{PRUNE_CHUNK, PRUNE_EVERY, RETENTION_DEFAULT, prune_forever};
 pub use timers::Timers;

@@ -1,14 +1,22 @@
 //! Where plans and teams' templates are kept: indexed plan records, durable
 //! totals, paged lists.
 
+use std::time::Duration;
+
 use super::{Plan, PlanPage, PlanQuery, PlanStatus, Template};
-use crate::store::{Counters, Indexed, IndexedTable, Op, Store, StoreError, Table};
+use crate::clock::Timestamp;
+use crate::engine::{self, Clock, PRUNE_CHUNK, Shutdown};
+use crate::store::{Counters, Indexed, IndexedTable, Op, Store, StoreError, Table, time_key};
 
 const PLANS: &str = "plans";
 const PLANS_INDEX: &str = "plans_index";
 const PLANS_INDEX_COUNTS: &str = "plans_index_counts";
 const PLAN_TOTALS: &str = "plan_totals";
 const TEMPLATES: &str = "plan_templates";
+
+/// Bump when [`Plan::index`] changes: a store indexed at another version is
+/// indexed again at start.
+const INDEX_VERSION: i64 = 1;
 
 /// Names of the durable totals.
 mod totals {
@@ -24,6 +32,7 @@ mod field {
     pub const PRIORITY: &str = "priority";
     pub const TEMPLATE: &str = "template";
     pub const TEAM: &str = "team";
+    pub const FINISHED: &str = "finished";
 }
 
 impl Indexed for Plan {
@@ -32,13 +41,17 @@ impl Indexed for Plan {
     }
 
     fn index(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut pairs = vec![
             (field::STATUS, self.status.as_str().to_owned()),
             (field::CATEGORY, self.category.clone()),
             (field::PRIORITY, self.priority.as_str().to_owned()),
             (field::TEMPLATE, self.template_id.clone()),
             (field::TEAM, self.team.clone()),
-        ]
+        ];
+        if let Some(finished) = self.finished_at.filter(|_| self.status.is_finished()) {
+            pairs.push((field::FINISHED, time_key(finished)));
+        }
+        pairs
     }
 }
 
@@ -66,14 +79,29 @@ pub(super) struct PlanRecords {
 }
 
 impl PlanRecords {
-    /// Opens the tables.
-    pub fn open(store: &Store) -> Self {
-        Self {
+    /// Opens the tables, indexing again a store indexed at another version.
+    pub async fn open(store: &Store) -> Result<Self, StoreError> {
+        let records = Self {
             store: store.clone(),
             table: IndexedTable::new(store, PLANS, PLANS_INDEX, PLANS_INDEX_COUNTS),
             totals: store.counters(PLAN_TOTALS),
             templates: store.table(TEMPLATES),
+        };
+        if records.table.index_version()? != INDEX_VERSION {
+            let indexed = records.table.rebuild_index(INDEX_VERSION).await?;
+            if indexed > 0 {
+                tracing::info!(plans = indexed, "plan index built");
+            }
         }
+        Ok(records)
+    }
+
+    /// Deletes up to one chunk of the plans that finished before `cutoff`,
+    /// oldest first. Returns how many it deleted.
+    pub async fn prune_chunk(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
+        self.table
+            .prune_before(field::FINISHED, &time_key(cutoff), PRUNE_CHUNK)
+            .await
     }
 
     /// The teams' templates.
@@ -179,5 +207,117 @@ impl PlanRecords {
             limit,
             next_cursor: page.next,
         })
+    }
+}
+
+/// The retention loop of plans (see [`engine::prune_forever`]): a plan that
+/// succeeded, failed or was cancelled longer ago than `retention` is
+/// deleted with its attempts.
+pub(super) async fn prune_forever(
+    records: PlanRecords,
+    clock: Clock,
+    retention: Duration,
+    shutdown: Shutdown,
+) {
+    engine::prune_forever("action plans", clock, retention, shutdown, move |cutoff| {
+        let records = records.clone();
+        async move { records.prune_chunk(cutoff).await }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::{Loops, PRUNE_EVERY, RETENTION_DEFAULT};
+    use crate::store::RedbBackend;
+    use crate::tasks::Priority;
+
+    fn plan(id: &str, status: PlanStatus, finished_at: Option<Timestamp>) -> Plan {
+        Plan {
+            id: id.to_owned(),
+            template_id: "SYSTEM_CHECK".into(),
+            name: "System check".into(),
+            category: "system".into(),
+            priority: Priority::Medium,
+            team: "default".into(),
+            data: serde_json::json!({}),
+            server_id: None,
+            checked_on: "here".into(),
+            status,
+            actions: Vec::new(),
+            depends_on: Vec::new(),
+            waiting_reason: None,
+            error: None,
+            created_at: Timestamp::EARLIEST,
+            updated_at: Timestamp::EARLIEST,
+            started_at: None,
+            finished_at,
+        }
+    }
+
+    /// Waits, in real time, until `id` is gone; it yields rather than
+    /// sleeps, so the paused clock does not jump while the writer works.
+    async fn until_gone(records: &PlanRecords, id: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while records.get(id).unwrap().is_some() {
+            assert!(std::time::Instant::now() < deadline, "{id} was not pruned");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retention_deletes_old_finished_plans_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = RedbBackend::open(&dir.path().join("p.redb")).unwrap();
+        let store = Store::new(Arc::new(backend));
+        let records = PlanRecords::open(&store).await.unwrap();
+        let clock = Clock::new();
+        let day = Duration::from_secs(86_400);
+        let long_ago = Some(clock.now().minus(day * 40));
+        let recently = Some(clock.now().minus(day));
+        let stored = [
+            plan("plan_old_ok", PlanStatus::Succeeded, long_ago),
+            plan("plan_old_failed", PlanStatus::Failed, long_ago),
+            plan("plan_old_cancelled", PlanStatus::Cancelled, long_ago),
+            plan("plan_recent", PlanStatus::Succeeded, recently),
+            // Retried after it failed long ago: running again, so kept.
+            plan("plan_retried", PlanStatus::Running, long_ago),
+            plan("plan_pending", PlanStatus::Pending, None),
+        ];
+        for p in &stored {
+            records.create(p).await.unwrap();
+        }
+
+        let loops = Loops::new();
+        let pruning = records.clone();
+        loops.spawn("retention", move |shutdown| {
+            prune_forever(pruning, clock, RETENTION_DEFAULT, shutdown)
+        });
+        for gone in ["plan_old_ok", "plan_old_failed", "plan_old_cancelled"] {
+            until_gone(&records, gone).await;
+        }
+        for kept in ["plan_recent", "plan_retried", "plan_pending"] {
+            assert!(records.get(kept).unwrap().is_some(), "{kept} was deleted");
+        }
+        assert_eq!(records.counts().unwrap().total, 6, "the total stays");
+        let page = records.page(&PlanQuery::default(), None).unwrap();
+        assert_eq!(page.items.len(), 3);
+
+        // The next pass, ten minutes on, takes what has aged since.
+        let ages_out = clock
+            .now()
+            .minus(RETENTION_DEFAULT)
+            .plus(Duration::from_secs(60));
+        records
+            .create(&plan("plan_ages_out", PlanStatus::Failed, Some(ages_out)))
+            .await
+            .unwrap();
+        tokio::time::sleep(PRUNE_EVERY + Duration::from_secs(1)).await;
+        until_gone(&records, "plan_ages_out").await;
+        assert!(records.get("plan_recent").unwrap().is_some());
+        loops.stop(Duration::from_secs(1)).await;
     }
 }

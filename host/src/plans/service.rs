@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::records::{PlanCounts, PlanRecords};
+use super::records::{PlanCounts, PlanRecords, prune_forever};
 use super::template::{self, NewTemplate, Template};
 use super::{ActionStatus, DryRun, NewPlan, Plan, PlanError, PlanPage, PlanQuery, PlanStatus, dag};
 use crate::clock::Timestamp;
@@ -26,6 +27,8 @@ pub struct PlanDeps {
     pub plugins: Arc<Plugins>,
     /// The clock timers read.
     pub clock: Clock,
+    /// How long finished plans are kept.
+    pub retention: Duration,
 }
 
 /// The delay from an action being ready to its call starting: a
@@ -110,7 +113,7 @@ impl ActionPlans {
     /// stopped (resuming them: see [`super::executor`]), and starts the
     /// executor on `loops`.
     pub async fn open(deps: PlanDeps, loops: &Loops) -> Result<Arc<Self>, PlanError> {
-        let records = PlanRecords::open(&deps.store);
+        let records = PlanRecords::open(&deps.store).await?;
         let mut templates: BTreeMap<String, Template> = template::built_in()
             .into_iter()
             .map(|t| (t.id.clone(), t))
@@ -136,6 +139,10 @@ impl ActionPlans {
             machine: machine_name(),
         });
         plans.resume().await?;
+        let (pruning, clock, retention) = (plans.records.clone(), deps.clock, deps.retention);
+        loops.spawn("plan-retention", move |shutdown| {
+            prune_forever(pruning, clock, retention, shutdown)
+        });
         let executor = plans.clone();
         loops.spawn("plan-executor", move |shutdown| {
             let (clock, wake) = (executor.clock, executor.wake.clone());

@@ -70,6 +70,12 @@ fn index_prefix(field: &str, value: &str) -> String {
     format!("{field}/{}/{value}/", value.len())
 }
 
+/// A time as an index value: zero-padded milliseconds, so that an index's
+/// order is the time order (retention walks such an index from its start).
+pub fn time_key(at: crate::clock::Timestamp) -> String {
+    format!("{:015}", at.unix_millis())
+}
+
 impl<T: Indexed> IndexedTable<T> {
     /// The records table `name`, its index `index` and the per-value counts
     /// `counts`. The names must be unique to the module that owns them.
@@ -164,6 +170,38 @@ impl<T: Indexed> IndexedTable<T> {
             self.index.delete_op(&format!("{prefix}{key}")),
             self.counts.add_op(&prefix, -1),
         ]
+    }
+
+    /// Deletes up to `chunk` records whose `field` value sorts before
+    /// `cutoff`, oldest first, with all their index entries, in one batch.
+    /// Returns how many it deleted; fewer than `chunk` means none older is
+    /// left. `field` must hold values of one length (see [`time_key`]).
+    pub async fn prune_before(
+        &self,
+        field: &str,
+        cutoff: &str,
+        chunk: usize,
+    ) -> Result<usize, StoreError> {
+        let due: Vec<(String, String)> = self
+            .scan_field(field, None, chunk)?
+            .into_iter()
+            .take_while(|(value, _)| value.as_str() < cutoff)
+            .collect();
+        let mut batch = super::Batch::new();
+        for (value, key) in &due {
+            let ops = match self.get(key) {
+                Ok(Some(record)) => self.delete_ops(&record),
+                // Gone or unreadable: its entry must still go, or every
+                // later pass would stop at it.
+                Ok(None) | Err(StoreError::Corrupt { .. }) => {
+                    self.delete_unreadable_ops(key, field, value)
+                }
+                Err(err) => return Err(err),
+            };
+            batch.extend(ops);
+        }
+        self.store.write(batch).await?;
+        Ok(due.len())
     }
 
     /// One page of the records matching `filter`, in key order, after the

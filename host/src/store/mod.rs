@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 
 pub use counters::Counters;
 pub use health::{StorageStatus, StoreHealth};
-pub use indexed::{Filter, Indexed, IndexedTable, Page};
+pub use indexed::{Filter, Indexed, IndexedTable, Page, time_key};
 pub use redb_backend::RedbBackend;
 
 /// Why a storage operation failed.

@@ -27,7 +27,7 @@ use crate::names::Name;
 use crate::plugins::ErrorKind;
 use crate::store::StoreError;
 
-pub use records::{RETENTION_DEFAULT, TaskCounts};
+pub use records::TaskCounts;
 pub use service::{DEFAULT_MAX_ATTEMPTS, TaskDeps, Tasks};
 
 /// How urgent a task is; the queue serves `critical` first.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{Task, TaskPage, TaskQuery, TaskStatus};
 use crate::clock::Timestamp;
-use crate::engine::{Clock, Shutdown};
-use crate::store::{Counters, Indexed, IndexedTable, Op, Store, StoreError};
+use crate::engine::{self, Clock, PRUNE_CHUNK, Shutdown};
+use crate::store::{Counters, Indexed, IndexedTable, Op, Store, StoreError, time_key};
 
 const TASKS: &str = "tasks";
 const TASKS_INDEX: &str = "tasks_index";
@@ -16,16 +16,6 @@ const TASK_TOTALS: &str = "task_totals";
 /// Bump when [`Task::index`] changes: a store indexed at another version is
 /// indexed again at start.
 const INDEX_VERSION: i64 = 1;
-
-/// How long finished tasks are kept by default.
-pub const RETENTION_DEFAULT: Duration = Duration::from_secs(30 * 86_400);
-
-/// Tasks deleted per batch when pruning: small enough that the writer
-/// interleaves other batches between them.
-const PRUNE_CHUNK: usize = 256;
-
-/// How often retention looks for tasks past their age.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// The counters behind `/status` and `/metrics`, kept apart from the records
 /// so that they stay right when finished tasks are pruned.
@@ -61,16 +51,10 @@ impl Indexed for Task {
             pairs.push((field::WORKER, worker.clone()));
         }
         if let Some(finished) = self.finished_at.filter(|_| self.status.is_terminal()) {
-            pairs.push((field::FINISHED, finished_key(finished)));
+            pairs.push((field::FINISHED, time_key(finished)));
         }
         pairs
     }
-}
-
-/// A finish time as an index value: zero-padded milliseconds, so the
-/// index's order is the time order.
-fn finished_key(at: Timestamp) -> String {
-    format!("{:015}", at.unix_millis())
 }
 
 /// Totals for `/status` and `/metrics`.
@@ -234,79 +218,24 @@ impl TaskRecords {
     /// oldest first, with their index entries. Returns how many it deleted;
     /// fewer than a chunk means none older is left.
     pub async fn prune_chunk(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        let cutoff = finished_key(cutoff);
-        let due: Vec<(String, String)> = self
-            .table
-            .scan_field(field::FINISHED, None, PRUNE_CHUNK)?
-            .into_iter()
-            .take_while(|(finished, _)| *finished < cutoff)
-            .collect();
-        let mut batch = crate::store::Batch::new();
-        for (finished, id) in &due {
-            let ops = match self.table.get(id) {
-                Ok(Some(task)) => self.table.delete_ops(&task),
-                // Gone or unreadable: its entry must still go, or every
-                // later pass would stop at it.
-                Ok(None) | Err(StoreError::Corrupt { .. }) => {
-                    self.table
-                        .delete_unreadable_ops(id, field::FINISHED, finished)
-                }
-                Err(err) => return Err(err),
-            };
-            for op in ops {
-                batch.push(op);
-            }
-        }
-        self.store.write(batch).await?;
-        Ok(due.len())
+        self.table
+            .prune_before(field::FINISHED, &time_key(cutoff), PRUNE_CHUNK)
+            .await
     }
 }
 
-/// The retention loop: at start and then every [`PRUNE_EVERY`], deletes the
-/// tasks that finished more than `retention` ago, a chunk per batch. The
-/// totals are counters of their own, so `/status` and `/metrics` stay
-/// right.
+/// The retention loop of tasks (see [`engine::prune_forever`]).
 pub(super) async fn prune_forever(
     records: TaskRecords,
     clock: Clock,
     retention: Duration,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    loop {
-        let cutoff = Timestamp::EARLIEST.max(clock.now().minus(retention));
-        let mut pruned = 0;
-        loop {
-            if shutdown.is_requested() {
-                return;
-            }
-            match records.prune_chunk(cutoff).await {
-                Ok(deleted) => {
-                    pruned += deleted;
-                    if deleted < PRUNE_CHUNK {
-                        break;
-                    }
-                }
-                Err(err) if err.is_unavailable() => {
-                    // The store's episode has its own ERROR line.
-                    tracing::warn!(error = %err, "could not prune finished tasks; trying again later");
-                    break;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "could not prune finished tasks; trying again later");
-                    break;
-                }
-            }
-            // Let other work in between chunks.
-            tokio::task::yield_now().await;
-        }
-        if pruned > 0 {
-            tracing::info!(tasks = pruned, finished_before = %cutoff, "finished tasks past retention deleted");
-        }
-        tokio::select! {
-            () = shutdown.requested() => return,
-            () = clock.sleep_until(clock.now().plus(PRUNE_EVERY)) => {}
-        }
-    }
+    engine::prune_forever("tasks", clock, retention, shutdown, move |cutoff| {
+        let records = records.clone();
+        async move { records.prune_chunk(cutoff).await }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -314,7 +243,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::engine::Loops;
+    use crate::engine::{Loops, PRUNE_EVERY, RETENTION_DEFAULT};
     use crate::store::{Batch, RedbBackend};
 
     fn open_store() -> (tempfile::TempDir, Store) {
