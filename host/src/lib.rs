@@ -15,6 +15,7 @@ pub mod logging;
 pub mod names;
 pub mod plans;
 pub mod plugins;
+pub mod recovery;
 pub mod server;
 pub mod store;
 pub mod tasks;
@@ -29,6 +30,7 @@ use auth::Tokens;
 use engine::{Clock, Loops};
 use plans::{ActionPlans, PlanDeps};
 use plugins::{FolderWatcher, Plugins, RuntimeConfig};
+use recovery::{Recovery, RecoveryDeps};
 use store::{RedbBackend, Store};
 use tasks::{TaskDeps, Tasks};
 use workers::Workers;
@@ -53,9 +55,11 @@ pub struct AppConfig {
     /// Requests a second each API token may send on average (bursts of
     /// twice that); 0 turns the limit off.
     pub token_rate_per_sec: u32,
-    /// How long finished records (tasks, action plans) are kept before
-    /// they are deleted.
+    /// How long finished records (tasks, action plans, resolved incidents)
+    /// are kept before they are deleted.
     pub retention: Duration,
+    /// Most incidents whose recovery stages run at once.
+    pub max_concurrent_recoveries: usize,
 }
 
 /// Requests a second an API token may send by default.
@@ -70,6 +74,7 @@ impl AppConfig {
             anonymous_is_admin: true,
             token_rate_per_sec: DEFAULT_TOKEN_RATE_PER_SEC,
             retention: engine::RETENTION_DEFAULT,
+            max_concurrent_recoveries: 8,
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct App {
     pub tasks: Arc<Tasks>,
     /// Action plans, their templates and their executor.
     pub plans: Arc<ActionPlans>,
+    /// Health checks, incidents and their recovery.
+    pub recovery: Arc<Recovery>,
     /// HTTP counters for `/metrics`.
     pub http: api::HttpStats,
     /// When the host started.
@@ -154,6 +161,14 @@ impl App {
             retention: config.retention,
         };
         let plans = ActionPlans::open(plan_deps, &loops).await?;
+        let recovery_deps = RecoveryDeps {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            clock,
+            retention: config.retention,
+            max_concurrent_recoveries: config.max_concurrent_recoveries,
+        };
+        let recovery = Recovery::open(recovery_deps, &loops).await?;
         loops.spawn("memory-trim", trim_memory_forever);
         Ok(Arc::new(Self {
             tokens,
@@ -164,6 +179,7 @@ impl App {
             workflows,
             tasks,
             plans,
+            recovery,
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),
@@ -178,6 +194,8 @@ impl App {
     pub async fn shutdown(&self, grace: Duration) {
         let started = Instant::now();
         self.loops.stop(grace).await;
+        // A recovery stopped here goes on from its step after the next start.
+        self.recovery.stop();
         let left = grace.saturating_sub(started.elapsed());
         tokio::join!(self.tasks.drain(left), self.plans.drain(left));
     }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::plans::PlanError;
+use crate::recovery::RecoveryError;
 use crate::plugins::{ErrorKind, InvokeError, LoadError, RemoveError};
 use crate::store::StoreError;
 use crate::tasks::TaskError;
@@ -241,6 +242,21 @@ impl From<PlanError> for ApiError {
                 Self::new(StatusCode::CONFLICT, code, err.to_string())
             }
             PlanError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<RecoveryError> for ApiError {
+    fn from(err: RecoveryError) -> Self {
+        match err {
+            RecoveryError::Invalid { .. } => Self::invalid(err.to_string()),
+            RecoveryError::CheckNotFound(_) | RecoveryError::IncidentNotFound(_) => {
+                Self::not_found(err.to_string())
+            }
+            RecoveryError::Conflict { code, .. } => {
+                Self::new(StatusCode::CONFLICT, code, err.to_string())
+            }
+            RecoveryError::Store(store) => store.into(),
         }
     }
 }

@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::plans::{PlanCounts, StartDelay};
+use crate::engine::DelayHistogram;
+use crate::plans::PlanCounts;
+use crate::recovery::{IncidentCounts, RecoveryMetrics};
 use crate::plugins::PluginTotals;
 use crate::tasks::TaskCounts;
 
@@ -62,12 +64,24 @@ pub struct MetricsSnapshot {
     pub plans: PlanCounts,
     /// Delay from an action being ready to its start.
     pub action_start_delay: DelayMetrics,
+    /// Incident totals.
+    pub incidents: IncidentCounts,
+    /// From a check's first failing result to its incident opening.
+    pub incident_detection: DelayMetrics,
+    /// From an incident opening to a recovery stage repairing it.
+    pub incident_time_to_recover: DelayMetrics,
     /// HTTP requests answered.
     pub http: HttpMetrics,
     /// The histogram itself, for the text rendering.
     #[serde(skip)]
     #[schema(ignore)]
     start_delay: Histogram,
+    #[serde(skip)]
+    #[schema(ignore)]
+    detection: Histogram,
+    #[serde(skip)]
+    #[schema(ignore)]
+    time_to_recover: Histogram,
 }
 
 /// A histogram's count and sum in the JSON rendering.
@@ -78,6 +92,13 @@ pub struct DelayMetrics {
     pub count: u64,
     /// Their sum, in seconds.
     pub sum_seconds: f64,
+}
+
+impl DelayMetrics {
+    fn of(histogram: &DelayHistogram) -> Self {
+        let (count, sum_seconds) = histogram.totals();
+        Self { count, sum_seconds }
+    }
 }
 
 /// HTTP counters in the JSON rendering.
@@ -99,7 +120,9 @@ impl MetricsSnapshot {
         tasks: TaskCounts,
         plugins: PluginTotals,
         plans: PlanCounts,
-        start_delay: &StartDelay,
+        start_delay: &DelayHistogram,
+        incidents: IncidentCounts,
+        recovery: &RecoveryMetrics,
         http: &HttpStats,
     ) -> (Self, BTreeMap<(String, String, u16), u64>) {
         let requests = http.snapshot();
@@ -113,11 +136,13 @@ impl MetricsSnapshot {
             tasks,
             plugins,
             plans,
-            action_start_delay: {
-                let (count, sum_seconds) = start_delay.totals();
-                DelayMetrics { count, sum_seconds }
-            },
+            action_start_delay: DelayMetrics::of(start_delay),
             start_delay: start_delay.histogram(),
+            incidents,
+            incident_detection: DelayMetrics::of(&recovery.detection),
+            incident_time_to_recover: DelayMetrics::of(&recovery.time_to_recover),
+            detection: recovery.detection.histogram(),
+            time_to_recover: recovery.time_to_recover.histogram(),
             http: HttpMetrics {
                 requests: requests.values().sum(),
                 by_status,
@@ -225,6 +250,31 @@ impl MetricsSnapshot {
             "plan_action_start_delay_seconds",
             "Time from an action being ready (dependencies done, retry due) to its call starting",
             self.start_delay.clone(),
+        );
+        registry.register(
+            "incidents_opened",
+            "Incidents ever opened",
+            counter(self.incidents.total),
+        );
+        registry.register(
+            "incidents_open",
+            "Incidents open now (active, escalated or suppressed)",
+            gauge(self.incidents.active as f64),
+        );
+        registry.register(
+            "incidents_auto_recovered",
+            "Incidents a recovery stage repaired",
+            counter(self.incidents.auto_recovered),
+        );
+        registry.register(
+            "incident_detection_seconds",
+            "Time from a health check's first failing result to its incident opening",
+            self.detection.clone(),
+        );
+        registry.register(
+            "incident_time_to_recover_seconds",
+            "Time from an incident opening to a recovery stage repairing it",
+            self.time_to_recover.clone(),
         );
         let http = Family::<Vec<(String, String)>, Counter>::default();
         for ((method, route, status), count) in requests {

@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod plans;
 mod plugins;
+mod recovery;
 mod scope;
 mod system;
 mod tasks;
@@ -64,6 +65,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(tasks::routes())
         .merge(workflows::routes())
         .merge(plans::routes())
+        .merge(recovery::routes())
         .merge(tokens::routes())
         .split_for_parts();
     // Rendered once: the document is the same for every request.

@@ -77,14 +77,12 @@ struct Components {
 }
 
 /// `running` for a component that works; `degraded` for one that runs but
-/// cannot store what it does (the store is unavailable); `unavailable` for
-/// one this build does not have yet.
+/// cannot store what it does (the store is unavailable).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum ComponentStatus {
     Running,
     Degraded,
-    Unavailable,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -157,13 +155,12 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let tasks = app.tasks.counts();
     let success_rate = rate(tasks.succeeded, tasks.failed);
     let plans = app.plans.counts();
+    let incidents = app.recovery.counts();
     let storage = app.store.health();
     let component_status = || match storage.status {
         StorageStatus::Ok => ComponentStatus::Running,
         StorageStatus::Unavailable => ComponentStatus::Degraded,
     };
-    // Incidents arrive with their own module; until then their numbers are
-    // zeros and their component says `unavailable`.
     Ok(ok(Status {
         timestamp: Timestamp::now(),
         version: env!("CARGO_PKG_VERSION"),
@@ -187,12 +184,16 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
                 },
             },
             auto_recovery_system: AutoRecoverySystem {
-                status: ComponentStatus::Unavailable,
-                total_incidents: 0,
-                active_incidents: 0,
+                status: component_status(),
+                total_incidents: incidents.total,
+                active_incidents: incidents.active,
                 performance: RecoveryPerformance {
-                    auto_recovered: 0,
-                    success_rate: 0.0,
+                    auto_recovered: incidents.auto_recovered,
+                    // Repaired by a stage ÷ resolved by any means.
+                    success_rate: rate(
+                        incidents.auto_recovered,
+                        incidents.resolved - incidents.auto_recovered.min(incidents.resolved),
+                    ),
                 },
             },
         },
@@ -253,6 +254,8 @@ async fn metrics(
         app.plugins.totals(),
         app.plans.counts(),
         app.plans.start_delay(),
+        app.recovery.counts(),
+        app.recovery.metrics(),
         &app.http,
     );
     if wants_text {

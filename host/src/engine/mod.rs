@@ -25,6 +25,7 @@ mod attempts;
 mod background;
 mod backoff;
 mod clock;
+mod delays;
 mod retention;
 mod timers;
 
@@ -32,5 +33,6 @@ pub use attempts::{Attempts, Stopped, wait_until_idle};
 pub use background::{Loops, Shutdown, run_timed};
 pub use backoff::{Backoff, Retry, next_attempt};
 pub use clock::Clock;
+pub use delays::DelayHistogram;
 pub use retention::{PRUNE_CHUNK, PRUNE_EVERY, RETENTION_DEFAULT, prune_forever};
 pub use timers::Timers;

@@ -30,7 +30,7 @@ use crate::store::StoreError;
 use crate::tasks::Priority;
 
 pub use records::PlanCounts;
-pub use service::{ActionPlans, PlanDeps, StartDelay};
+pub use service::{ActionPlans, PlanDeps};
 pub use template::{ActionSpec, InputField, InputKind, NewTemplate, Template};
 
 /// Where a plan is in its life.

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -14,7 +13,7 @@ use super::records::{PlanCounts, PlanRecords, prune_forever};
 use super::template::{self, NewTemplate, Template};
 use super::{ActionStatus, DryRun, NewPlan, Plan, PlanError, PlanPage, PlanQuery, PlanStatus, dag};
 use crate::clock::Timestamp;
-use crate::engine::{Attempts, Clock, Loops, run_timed, wait_until_idle};
+use crate::engine::{Attempts, Clock, DelayHistogram, Loops, run_timed, wait_until_idle};
 use crate::names::Name;
 use crate::plugins::{CORE_TEAM, Plugins};
 use crate::store::Store;
@@ -29,49 +28,6 @@ pub struct PlanDeps {
     pub clock: Clock,
     /// How long finished plans are kept.
     pub retention: Duration,
-}
-
-/// The delay from an action being ready to its call starting: a
-/// Prometheus histogram, and its count and sum for the JSON rendering
-/// (the histogram does not give them back).
-pub struct StartDelay {
-    histogram: Histogram,
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Default for StartDelay {
-    fn default() -> Self {
-        Self {
-            // 0.25 ms to about 8 s.
-            histogram: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-}
-
-impl StartDelay {
-    /// Records one delay.
-    pub fn observe(&self, delay: std::time::Duration) {
-        self.histogram.observe(delay.as_secs_f64());
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(delay.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// A handle on the histogram, to register for the text rendering.
-    pub fn histogram(&self) -> Histogram {
-        self.histogram.clone()
-    }
-
-    /// Delays recorded, and their sum in seconds.
-    pub fn totals(&self) -> (u64, f64) {
-        (
-            self.count.load(Ordering::Relaxed),
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        )
-    }
 }
 
 /// Most plans one plan may depend on.
@@ -97,7 +53,7 @@ pub struct ActionPlans {
     pub(super) call_ended: Notify,
     /// Seconds from an action being ready (its dependencies done, its
     /// retry due) to its call starting: the executor's own delay.
-    pub(super) start_delay: StartDelay,
+    pub(super) start_delay: DelayHistogram,
     next_id: AtomicU64,
     /// Totals for `/status`, kept in memory (seeded from the store's
     /// durable ones) so that they answer while the store is unavailable.
@@ -131,7 +87,7 @@ impl ActionPlans {
             attempts: Mutex::new(Attempts::default()),
             wake: Arc::new(Notify::new()),
             call_ended: Notify::new(),
-            start_delay: StartDelay::default(),
+            start_delay: DelayHistogram::new(0.000_25, 16),
             next_id: AtomicU64::new(0),
             created: AtomicU64::new(totals.total),
             succeeded: AtomicU64::new(totals.succeeded),
@@ -292,7 +248,7 @@ impl ActionPlans {
     }
 
     /// The delay from an action being ready to its start, for `/metrics`.
-    pub fn start_delay(&self) -> &StartDelay {
+    pub fn start_delay(&self) -> &DelayHistogram {
         &self.start_delay
     }
 

@@ -236,6 +236,18 @@ impl Plugins {
             .find(|info| info.name == name.as_str())
     }
 
+    /// The plugin called `name` of `kind` that `team` uses: its own, else
+    /// the bundled `core` team's. Returns the owning team and the name.
+    pub fn resolve_plugin(&self, team: &str, name: &str, kind: PluginKind) -> Option<(Name, Name)> {
+        let loaded = self.loaded.read().expect("plugin registry poisoned");
+        [team, CORE_TEAM].into_iter().find_map(|owner| {
+            let plugin = loaded.get(&(owner.to_owned(), name.to_owned()))?;
+            (plugin.manifest.kind == kind)
+                .then(|| Some((Name::parse(owner).ok()?, Name::parse(name).ok()?)))
+                .flatten()
+        })
+    }
+
     /// The plugin of `team` (or of the bundled `core` team) that offers
     /// `capability`, as `(team, name, version)`.
     pub fn resolve_capability(&self, team: &str, capability: &str) -> Option<(Name, Name, String)> {
