@@ -291,10 +291,20 @@ pub fn echo_wasm() -> Vec<u8> {
 impl Host {
     /// Starts a host with the `echo` and `hostile` test guests installed.
     pub fn start_with_guests() -> Self {
+        Self::start_with_installed(&[
+            ("echo", guests::GUEST_ECHO),
+            ("hostile", guests::GUEST_HOSTILE),
+        ])
+    }
+
+    /// Starts a host with the test guests `(name, component)` installed as
+    /// team `testing`'s plugins.
+    pub fn start_with_installed(installed: &[(&str, &str)]) -> Self {
         let scratch = tempfile::tempdir().expect("temp dir");
         let data = scratch.path().join("data");
-        install_guest(&data, "echo", guests::GUEST_ECHO);
-        install_guest(&data, "hostile", guests::GUEST_HOSTILE);
+        for (name, wasm) in installed {
+            install_guest(&data, name, wasm);
+        }
         let mut host = Self::start_with(data, scratch.path().join("logs"));
         host._scratch = Some(scratch);
         host

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::plans::PlanError;
-use crate::recovery::RecoveryError;
 use crate::plugins::{ErrorKind, InvokeError, LoadError, RemoveError};
+use crate::recovery::RecoveryError;
 use crate::store::StoreError;
 use crate::tasks::TaskError;
 use crate::workers::WorkerError;

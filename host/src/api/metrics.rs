@@ -16,8 +16,8 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::engine::DelayHistogram;
 use crate::plans::PlanCounts;
-use crate::recovery::{IncidentCounts, RecoveryMetrics};
 use crate::plugins::PluginTotals;
+use crate::recovery::{IncidentCounts, RecoveryMetrics};
 use crate::tasks::TaskCounts;
 
 /// Requests served, by method, route template and status.

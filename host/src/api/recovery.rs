@@ -83,7 +83,12 @@ async fn list_checks(
 
 /// The check `id` if the caller may do `access` to it; another team's
 /// check is as missing as one that does not exist.
-fn visible_check(app: &App, scope: &Scope, id: &Name, access: Access) -> Result<CheckView, ApiError> {
+fn visible_check(
+    app: &App,
+    scope: &Scope,
+    id: &Name,
+    access: Access,
+) -> Result<CheckView, ApiError> {
     let missing = || ApiError::from(RecoveryError::CheckNotFound(id.to_string()));
     let view = app.recovery.check(id).map_err(|_| missing())?;
     scope.object(&view.check.team, access, missing)?;
@@ -125,7 +130,11 @@ async fn replace_check(
     ApiJson(new): ApiJson<NewHealthCheck>,
 ) -> Result<Response, ApiError> {
     let view = visible_check(&app, &scope, &id, Access::Manage)?;
-    if new.team.as_ref().is_some_and(|t| t.as_str() != view.check.team) {
+    if new
+        .team
+        .as_ref()
+        .is_some_and(|t| t.as_str() != view.check.team)
+    {
         return Err(RecoveryError::Invalid {
             field: "team".into(),
             message: format!("cannot change; the check belongs to {}", view.check.team),

@@ -210,7 +210,10 @@ impl NewHealthCheck {
             ));
         }
         if depends_on.contains(&id) {
-            return Err(RecoveryError::invalid("dependsOn", format!("names the check itself ({id})")));
+            return Err(RecoveryError::invalid(
+                "dependsOn",
+                format!("names the check itself ({id})"),
+            ));
         }
         let mut parents: Vec<String> = Vec::new();
         for parent in depends_on {
@@ -227,7 +230,9 @@ impl NewHealthCheck {
         }
         let mut recovery = Vec::with_capacity(stages.len());
         for (n, stage) in stages.into_iter().enumerate() {
-            let config = stage.config.unwrap_or_else(|| Value::Object(Default::default()));
+            let config = stage
+                .config
+                .unwrap_or_else(|| Value::Object(Default::default()));
             config_object(&format!("recovery[{n}].config"), &config)?;
             let wait_ms = stage.wait_ms.unwrap_or(self.interval);
             duration(&format!("recovery[{n}].waitMs"), wait_ms, 0)?;
@@ -248,7 +253,10 @@ impl NewHealthCheck {
                     .unwrap_or(default.refill_after_ms),
             };
             if !(1..=1000).contains(&budget.max_runs) {
-                return Err(RecoveryError::invalid("budget.maxRuns", "must be 1 to 1000"));
+                return Err(RecoveryError::invalid(
+                    "budget.maxRuns",
+                    "must be 1 to 1000",
+                ));
             }
             duration("budget.windowMs", budget.window_ms, 1)?;
             duration("budget.refillAfterMs", budget.refill_after_ms, 1)?;
@@ -401,12 +409,20 @@ mod tests {
             ("interval", Box::new(|c| c.interval = 5)),
             ("timeout", Box::new(|c| c.timeout = 40_000)),
             ("threshold", Box::new(|c| c.threshold = 0)),
-            ("successThreshold", Box::new(|c| c.success_threshold = Some(101))),
+            (
+                "successThreshold",
+                Box::new(|c| c.success_threshold = Some(101)),
+            ),
             ("name", Box::new(|c| c.name = "  ".into())),
-            ("target", Box::new(|c| c.target = Some(serde_json::json!([1])))),
+            (
+                "target",
+                Box::new(|c| c.target = Some(serde_json::json!([1]))),
+            ),
             (
                 "dependsOn",
-                Box::new(|c| c.depends_on = Some(vec![Name::parse("custom_service_check").unwrap()])),
+                Box::new(|c| {
+                    c.depends_on = Some(vec![Name::parse("custom_service_check").unwrap()])
+                }),
             ),
             (
                 "recovery[0].config",

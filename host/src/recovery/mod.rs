@@ -18,7 +18,7 @@ mod rules;
 mod runner;
 mod service;
 
-pub use check::{Budget, CheckQuery, CheckPage, CheckView, HealthCheck, NewHealthCheck, Stage};
+pub use check::{Budget, CheckPage, CheckQuery, CheckView, HealthCheck, NewHealthCheck, Stage};
 pub use incident::{
     Incident, IncidentPage, IncidentQuery, IncidentStatus, RecoveryStep, TimelineEntry,
     TimelineEvent,
@@ -33,7 +33,17 @@ use crate::store::StoreError;
 
 /// How bad an incident of a check is; alerting picks its channels by it.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {

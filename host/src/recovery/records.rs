@@ -121,7 +121,11 @@ impl RecoveryRecords {
             IncidentStatus::Escalated,
             IncidentStatus::Suppressed,
         ] {
-            open.extend(self.incidents.load_where(field::STATUS, status.as_str()).await?);
+            open.extend(
+                self.incidents
+                    .load_where(field::STATUS, status.as_str())
+                    .await?,
+            );
         }
         Ok(open)
     }
@@ -209,8 +213,17 @@ impl RecoveryRecords {
         };
         let mut filter: Vec<(&'static str, String)> = Vec::new();
         filter.extend(query.status.map(|s| (field::STATUS, s.as_str().to_owned())));
-        filter.extend(query.check_id.as_ref().map(|c| (field::CHECK, c.to_string())));
-        filter.extend(query.severity.map(|s| (field::SEVERITY, s.as_str().to_owned())));
+        filter.extend(
+            query
+                .check_id
+                .as_ref()
+                .map(|c| (field::CHECK, c.to_string())),
+        );
+        filter.extend(
+            query
+                .severity
+                .map(|s| (field::SEVERITY, s.as_str().to_owned())),
+        );
         filter.extend(team.map(|team| (field::TEAM, team)));
         let page = self.incidents.page_rarest_first(
             filter,

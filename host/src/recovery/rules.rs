@@ -143,9 +143,9 @@ impl CheckRuntime {
                 self.successes = self.successes.saturating_add(1);
                 observed.healthy_again = self.successes == check.success_threshold;
                 self.passing_since.get_or_insert(result.at);
-                let steady = self
-                    .passing_since
-                    .is_some_and(|since| result.at.since(since).as_millis() >= check.budget.refill_after_ms as u128);
+                let steady = self.passing_since.is_some_and(|since| {
+                    result.at.since(since).as_millis() >= check.budget.refill_after_ms as u128
+                });
                 if steady {
                     self.stage_runs.clear();
                 }
@@ -288,10 +288,16 @@ mod tests {
             .collect();
         assert_eq!(seen, [false, false, true, false, false]);
         assert_eq!(rt.failure_streak().len(), 5);
-        assert!(!rt.observe(&check, &result(5, true)).healthy_again, "needs two passes");
+        assert!(
+            !rt.observe(&check, &result(5, true)).healthy_again,
+            "needs two passes"
+        );
         assert!(rt.observe(&check, &result(6, true)).healthy_again);
         assert_eq!(rt.failures, 0);
-        assert!(!rt.observe(&check, &result(7, false)).reached_threshold, "a new streak starts");
+        assert!(
+            !rt.observe(&check, &result(7, false)).reached_threshold,
+            "a new streak starts"
+        );
     }
 
     #[test]
@@ -300,7 +306,9 @@ mod tests {
         let mut rt = CheckRuntime::default();
         let mut started_at = None;
         for s in 0..30 {
-            if let Some(FlapChange::Started(changes)) = rt.observe(&check, &result(s, s % 2 == 0)).flap {
+            if let Some(FlapChange::Started(changes)) =
+                rt.observe(&check, &result(s, s % 2 == 0)).flap
+            {
                 assert_eq!(changes, FLAP_START);
                 started_at = Some(s);
                 break;
@@ -339,13 +347,21 @@ mod tests {
         rt.count_stage(at(0));
         rt.count_stage(at(1));
         assert_eq!(rt.budget_left(&check.budget, at(2)), 0, "spent");
-        assert_eq!(rt.budget_left(&check.budget, at(60)), 1, "the first run left the window");
+        assert_eq!(
+            rt.budget_left(&check.budget, at(60)),
+            1,
+            "the first run left the window"
+        );
         rt.count_stage(at(60));
         assert_eq!(rt.budget_left(&check.budget, at(61)), 0);
         // Passing for the refill period fills it up again.
         rt.observe(&check, &result(70, true));
         rt.observe(&check, &result(75, true));
-        assert_eq!(rt.budget_left(&check.budget, at(76)), 0, "not steady long enough");
+        assert_eq!(
+            rt.budget_left(&check.budget, at(76)),
+            0,
+            "not steady long enough"
+        );
         rt.observe(&check, &result(80, true));
         assert_eq!(rt.budget_left(&check.budget, at(81)), 2, "refilled");
         // A failure breaks the steady period.

@@ -158,11 +158,10 @@ impl Recovery {
         stage: &Stage,
         input: &plugins::Incident,
     ) -> Result<plugins::RecoveryReport, String> {
-        let Some((team, name)) = self.plugins.resolve_plugin(
-            &check.team,
-            &stage.strategy,
-            PluginKind::RecoveryStrategy,
-        ) else {
+        let Some((team, name)) =
+            self.plugins
+                .resolve_plugin(&check.team, &stage.strategy, PluginKind::RecoveryStrategy)
+        else {
             return Err(format!(
                 "no recovery-strategy plugin named {:?} serves team {:?} (nor core)",
                 stage.strategy, check.team

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 
+use super::RecoveryError;
 use super::check::{CheckPage, CheckQuery, CheckView, HealthCheck, NewHealthCheck};
-use super::incident::{Incident, IncidentPage, IncidentQuery, IncidentStatus, RecoveryStep, TimelineEvent};
+use super::incident::{
+    Incident, IncidentPage, IncidentQuery, IncidentStatus, RecoveryStep, TimelineEvent,
+};
 use super::records::{IncidentCounts, RecoveryRecords, prune_forever};
 use super::rules::{CheckResult, CheckRuntime, FlapChange, ResultStatus};
 use super::runner::JobStart;
-use super::RecoveryError;
 use crate::clock::Timestamp;
 use crate::engine::{Clock, DelayHistogram, Loops, Timers, run_timed};
 use crate::names::Name;
@@ -200,7 +202,11 @@ impl Recovery {
         if !known {
             // Its check was deleted while the host was down.
             let mut resolved = incident.clone();
-            resolved.resolve(self.clock.now(), "recovery", "its health check no longer exists");
+            resolved.resolve(
+                self.clock.now(),
+                "recovery",
+                "its health check no longer exists",
+            );
             let ops = self.records.put_incident_ops(Some(&incident), &resolved);
             if let Err(err) = self.records.write(ops).await {
                 tracing::error!(incident_id = %incident.id, error = %err, "could not close an orphaned incident");
@@ -412,13 +418,21 @@ impl Recovery {
                     HealthStatus::Healthy | HealthStatus::Degraded => ResultStatus::Passed,
                     HealthStatus::Unhealthy => ResultStatus::Failed,
                 };
-                finish(status, Some(report.status), report.message, report.measurements)
+                finish(
+                    status,
+                    Some(report.status),
+                    report.message,
+                    report.measurements,
+                )
             }
             Ok(Err(err)) => finish(ResultStatus::Failed, None, probe_error(&err), Vec::new()),
             Err(_) => finish(
                 ResultStatus::Failed,
                 None,
-                format!("the probe took longer than its timeout of {} ms", check.timeout),
+                format!(
+                    "the probe took longer than its timeout of {} ms",
+                    check.timeout
+                ),
                 Vec::new(),
             ),
         }
@@ -474,7 +488,7 @@ impl Recovery {
         let recovering = entry.job.is_some();
         let Some(incident) = entry.incident.as_mut() else {
             let flapping_now = matches!(observed.flap, Some(FlapChange::Started(_)));
-            if !(result.failed() && (observed.reached_threshold || flapping_now)) {
+            if !((result.failed() && observed.reached_threshold) || flapping_now) {
                 return None;
             }
             let incident = open_incident(&check, &entry.rt, result, failing_parent, new_id, now);
@@ -546,7 +560,9 @@ impl Recovery {
             );
             return None;
         }
-        if incident.status == IncidentStatus::Suppressed && result.failed() && failing_parent.is_none()
+        if incident.status == IncidentStatus::Suppressed
+            && result.failed()
+            && failing_parent.is_none()
         {
             incident.status = IncidentStatus::Active;
             incident.parent_incident = None;
@@ -610,7 +626,10 @@ impl Recovery {
         let State { checks, timers, .. } = &mut *guard;
         if let Some(entry) = checks.get_mut(check_id) {
             entry.job = None;
-            let next = self.clock.now().plus(Duration::from_millis(entry.check.interval));
+            let next = self
+                .clock
+                .now()
+                .plus(Duration::from_millis(entry.check.interval));
             if let Some(old) = entry.next_run.replace(next) {
                 timers.cancel(old, &entry.check.id);
             }
@@ -655,9 +674,14 @@ impl Recovery {
             }
             self.validate_links(&state, &check)?;
         }
-        self.records.write(vec![self.records.put_check_op(&check)]).await?;
+        self.records
+            .write(vec![self.records.put_check_op(&check)])
+            .await?;
         tracing::info!(check_id = %check.id, team = %check.team, kind = %check.kind, "health check registered");
-        let first = self.clock.now().plus(Duration::from_millis(check.initial_delay));
+        let first = self
+            .clock
+            .now()
+            .plus(Duration::from_millis(check.initial_delay));
         let view = {
             let mut state = self.lock();
             state.timers.set(first, check.id.clone());
@@ -714,7 +738,10 @@ impl Recovery {
                 _ => {
                     return Err(RecoveryError::invalid(
                         "dependsOn",
-                        format!("names {parent:?}, which is not a health check of team {:?}", check.team),
+                        format!(
+                            "names {parent:?}, which is not a health check of team {:?}",
+                            check.team
+                        ),
                     ));
                 }
             }
@@ -748,7 +775,10 @@ impl Recovery {
         new: NewHealthCheck,
     ) -> Result<CheckView, RecoveryError> {
         if new.id.as_ref().is_some_and(|given| given != id) {
-            return Err(RecoveryError::invalid("id", format!("must be the path's id, {id}")));
+            return Err(RecoveryError::invalid(
+                "id",
+                format!("must be the path's id, {id}"),
+            ));
         }
         let _turn = self.writer.lock().await;
         let check = {
@@ -763,7 +793,9 @@ impl Recovery {
             self.validate_links(&state, &check)?;
             check
         };
-        self.records.write(vec![self.records.put_check_op(&check)]).await?;
+        self.records
+            .write(vec![self.records.put_check_op(&check)])
+            .await?;
         let view = {
             let mut guard = self.lock();
             let now = self.clock.now();
@@ -802,7 +834,9 @@ impl Recovery {
             if !dependants.is_empty() {
                 return Err(RecoveryError::Conflict {
                     code: "check_in_use",
-                    message: format!("health checks {dependants:?} depend on {id}; change them first"),
+                    message: format!(
+                        "health checks {dependants:?} depend on {id}; change them first"
+                    ),
                 });
             }
             let mut ops = self.records.delete_check_ops(id).to_vec();
@@ -931,7 +965,9 @@ impl Recovery {
         let records = self.records.clone();
         tokio::task::spawn_blocking(move || records.page(&query, only_team.as_deref()))
             .await
-            .map_err(|err| RecoveryError::Store(crate::store::StoreError::Backend(err.to_string())))?
+            .map_err(|err| {
+                RecoveryError::Store(crate::store::StoreError::Backend(err.to_string()))
+            })?
             .map_err(RecoveryError::from)
     }
 
@@ -944,7 +980,10 @@ impl Recovery {
     ) -> Result<Incident, RecoveryError> {
         let resolution = resolution.trim();
         if resolution.is_empty() || resolution.chars().count() > 2000 {
-            return Err(RecoveryError::invalid("resolution", "must be 1 to 2000 characters"));
+            return Err(RecoveryError::invalid(
+                "resolution",
+                "must be 1 to 2000 characters",
+            ));
         }
         let incident = self.incident(id)?;
         if !incident.status.is_open() {
@@ -1021,7 +1060,14 @@ fn open_incident(
         team: check.team.clone(),
         severity: check.severity,
         status: IncidentStatus::Active,
-        summary: result.message.clone(),
+        summary: if rt.flapping {
+            format!(
+                "the check flaps: {} changes in its last 21 results",
+                rt.changes()
+            )
+        } else {
+            result.message.clone()
+        },
         failures: failures.clone(),
         flapping: rt.flapping,
         recovery: RecoveryStep::Idle,
@@ -1043,7 +1089,10 @@ fn open_incident(
         incident.note_result(failure, "");
     }
     let why = if rt.flapping {
-        format!("the check flaps ({} changes in the last 21 results)", rt.changes())
+        format!(
+            "the check flaps ({} changes in the last 21 results)",
+            rt.changes()
+        )
     } else {
         format!("{} failures in a row: {}", failures.len(), result.message)
     };

@@ -1,0 +1,557 @@
+//! Automatic recovery against a real host: checks on short intervals,
+//! incidents at the threshold, stages in order, escalation when they run
+//! out or the budget is spent, suppression under a failing parent,
+//! flapping, manual resolve, hostile probes, and `kill -9` mid-recovery.
+//!
+//! The probes here are the `checker` test guest (its target says what to
+//! report, or to spin or trap) and the stages the `fixer` guest (the
+//! check's target says what each stage answers), both of team `testing`.
+
+use autoagent_tests::{Client, Host, Value, eventually, guests, json};
+
+const RESOLUTION: &str = "서비스 재시작으로 문제 해결됨";
+
+fn start() -> Host {
+    Host::start_with_installed(&[
+        ("checker", guests::GUEST_CHECKER),
+        ("fixer", guests::GUEST_FIXER),
+    ])
+}
+
+/// A check of team `testing` probed by `checker` every 100 ms.
+fn check(id: &str, target: Value, threshold: u32, stages: &[&str]) -> Value {
+    let recovery: Vec<Value> = stages
+        .iter()
+        .map(|strategy| json!({"strategy": strategy, "waitMs": 50}))
+        .collect();
+    json!({
+        "id": id, "name": format!("check {id}"), "type": "checker", "team": "testing",
+        "interval": 100, "timeout": 100, "threshold": threshold,
+        "target": target, "recovery": recovery
+    })
+}
+
+async fn register(client: &Client, host: &Host, body: &Value) -> Value {
+    client
+        .post_json(&host.url("/health-checks"), &body.to_string())
+        .await
+        .expect_ok(201)
+}
+
+async fn put(client: &Client, host: &Host, id: &str, body: &Value) -> Value {
+    client
+        .send(
+            "PUT",
+            &host.url(&format!("/health-checks/{id}")),
+            Some(("application/json", body.to_string().into_bytes())),
+            &[],
+        )
+        .await
+        .expect_ok(200)
+}
+
+/// Waits until check `id` has an incident whose status is `wanted`.
+async fn incident_of(client: &Client, host: &Host, id: &str, wanted: &str) -> Value {
+    let url = host.url(&format!("/incidents?checkId={id}&status={wanted}"));
+    eventually(30, &format!("a {wanted} incident of {id}"), || async {
+        let page = client.get(&url).await.expect_ok(200);
+        page["items"].as_array().unwrap().first().cloned()
+    })
+    .await
+}
+
+async fn incident(client: &Client, host: &Host, id: &str) -> Value {
+    client
+        .get(&host.url(&format!("/incidents/{id}")))
+        .await
+        .expect_ok(200)
+}
+
+fn events(incident: &Value) -> Vec<String> {
+    incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut text = e["event"].as_str().unwrap().to_owned();
+            if let Some(outcome) = e["outcome"].as_str() {
+                text.push(':');
+                text.push_str(outcome);
+            }
+            text
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_guides_incident_calls_on_a_fresh_host() {
+    let host = Host::start();
+    let client = Client::new();
+    let body = r#"{
+    "id": "custom_service_check",
+    "name": "커스텀 서비스 확인",
+    "type": "service",
+    "interval": 30000,
+    "timeout": 10000,
+    "threshold": 3
+  }"#;
+    let check = client
+        .post_json(&host.url("/health-checks"), body)
+        .await
+        .expect_ok(201);
+    assert_eq!(check["id"], "custom_service_check");
+    assert_eq!(check["name"], "커스텀 서비스 확인");
+    assert_eq!(check["severity"], "high");
+    assert_eq!(check["target"], Value::Null);
+    // Without a target there is nothing to probe, and it says so; it never
+    // reports a healthy result it did not see.
+    let result = client
+        .post_json(&host.url("/health-checks/custom_service_check/run"), "")
+        .await
+        .expect_ok(200);
+    assert_eq!(result["status"], "no_target", "{result}");
+    let view = client
+        .get(&host.url("/health-checks/custom_service_check"))
+        .await
+        .expect_ok(200);
+    assert_eq!(view["state"], "no_target");
+
+    for url in ["/incidents", "/incidents?status=active"] {
+        let page = client.get(&host.url(url)).await.expect_ok(200);
+        assert_eq!(page["items"], json!([]), "{url}");
+    }
+    for id in ["incident_1234567890", "INCIDENT_ID"] {
+        let code = client
+            .post_json(
+                &host.url(&format!("/incidents/{id}/resolve")),
+                &json!({"resolution": RESOLUTION}).to_string(),
+            )
+            .await
+            .expect_error(404);
+        assert_eq!(code, "not_found");
+    }
+    let status = client.get(&host.url("/status")).await.expect_ok(200);
+    let recovery = &status["components"]["autoRecoverySystem"];
+    assert_eq!(recovery["status"], "running");
+    assert_eq!(recovery["totalIncidents"], 0);
+}
+
+#[tokio::test]
+async fn failures_open_an_incident_whose_stages_run_in_order_then_escalate() {
+    let host = start();
+    let client = Client::new();
+    register(
+        &client,
+        &host,
+        &check(
+            "web",
+            json!({"status": "unhealthy", "do": "not_recovered"}),
+            3,
+            &["fixer", "fixer"],
+        ),
+    )
+    .await;
+    let opened = incident_of(&client, &host, "web", "escalated").await;
+    let incident = incident(&client, &host, opened["id"].as_str().unwrap()).await;
+    assert_eq!(
+        incident["failures"].as_array().unwrap().len(),
+        3,
+        "{incident}"
+    );
+    assert_eq!(incident["severity"], "high");
+    assert_eq!(incident["autoRecovered"], false);
+    assert!(
+        incident["detectionMs"].as_u64().unwrap() >= 150,
+        "{incident}"
+    );
+    assert_eq!(
+        events(&incident),
+        [
+            "check_failed:failed",
+            "check_failed:failed",
+            "check_failed:failed",
+            "opened",
+            "stage_started",
+            "stage_finished:not_recovered",
+            "check_failed:failed",
+            "stage_started",
+            "stage_finished:not_recovered",
+            "check_failed:failed",
+            "escalated",
+        ],
+        "{incident}"
+    );
+    let view = client
+        .get(&host.url("/health-checks/web"))
+        .await
+        .expect_ok(200);
+    assert_eq!(view["state"], "unhealthy");
+    assert_eq!(view["openIncident"], incident["id"]);
+    assert!(view["consecutiveFailures"].as_u64().unwrap() >= 3);
+
+    // Resolved by hand, with who and why; the check counts afresh.
+    let id = incident["id"].as_str().unwrap();
+    let resolved = client
+        .post_json(
+            &host.url(&format!("/incidents/{id}/resolve")),
+            &json!({"resolution": RESOLUTION}).to_string(),
+        )
+        .await
+        .expect_ok(200);
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["resolution"], RESOLUTION);
+    assert_eq!(resolved["resolvedBy"], "local");
+    assert!(resolved["resolvedAt"].is_string());
+    let again = client
+        .post_json(
+            &host.url(&format!("/incidents/{id}/resolve")),
+            &json!({"resolution": RESOLUTION}).to_string(),
+        )
+        .await
+        .expect_error(409);
+    assert_eq!(again, "already_resolved");
+    // Still failing: a second incident opens after three more failures.
+    let second = incident_of(&client, &host, "web", "escalated").await;
+    assert_ne!(second["id"], incident["id"]);
+    let status = client.get(&host.url("/status")).await.expect_ok(200);
+    let recovery = &status["components"]["autoRecoverySystem"];
+    assert_eq!(recovery["totalIncidents"], 2);
+    assert_eq!(recovery["activeIncidents"], 1);
+}
+
+#[tokio::test]
+async fn a_stage_that_asks_for_people_escalates_and_a_spent_budget_stops_repairs() {
+    let host = start();
+    let client = Client::new();
+    register(
+        &client,
+        &host,
+        &check(
+            "asks",
+            json!({"status": "unhealthy", "do": "escalate"}),
+            1,
+            &["fixer", "fixer"],
+        ),
+    )
+    .await;
+    let mut spent = check(
+        "spent",
+        json!({"status": "unhealthy", "do": "not_recovered"}),
+        1,
+        &["fixer", "fixer", "fixer"],
+    );
+    spent["budget"] = json!({"maxRuns": 1, "windowMs": 3_600_000});
+    register(&client, &host, &spent).await;
+
+    let asks = incident_of(&client, &host, "asks", "escalated").await;
+    assert_eq!(
+        events(&asks)[1..],
+        [
+            "opened",
+            "stage_started",
+            "stage_finished:escalate",
+            "escalated"
+        ],
+        "{asks}"
+    );
+    let spent = incident_of(&client, &host, "spent", "escalated").await;
+    let last = spent["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["notes"]
+            .as_str()
+            .unwrap()
+            .contains("restart budget spent"),
+        "{spent}"
+    );
+    assert_eq!(
+        events(&spent)
+            .iter()
+            .filter(|e| *e == "stage_started")
+            .count(),
+        1,
+        "{spent}"
+    );
+    let view = client
+        .get(&host.url("/health-checks/spent"))
+        .await
+        .expect_ok(200);
+    assert_eq!(view["budgetLeft"], 0);
+}
+
+#[tokio::test]
+async fn a_child_of_a_failing_parent_is_suppressed_until_the_parent_recovers() {
+    let host = start();
+    let client = Client::new();
+    register(
+        &client,
+        &host,
+        &check("host", json!({"status": "unhealthy"}), 2, &[]),
+    )
+    .await;
+    let parent = incident_of(&client, &host, "host", "escalated").await;
+    let mut child = check(
+        "app",
+        json!({"status": "unhealthy", "do": "escalate"}),
+        2,
+        &["fixer"],
+    );
+    child["dependsOn"] = json!(["host"]);
+    register(&client, &host, &child).await;
+    let suppressed = incident_of(&client, &host, "app", "suppressed").await;
+    assert_eq!(suppressed["parentIncident"], parent["id"]);
+    assert!(!events(&suppressed).contains(&"stage_started".to_owned()));
+
+    // The parent comes back: its incident closes on its own, and the
+    // child's own recovery runs.
+    put(
+        &client,
+        &host,
+        "host",
+        &check("host", json!({"status": "healthy"}), 2, &[]),
+    )
+    .await;
+    let url = host.url(&format!("/incidents/{}", parent["id"].as_str().unwrap()));
+    let closed = eventually(30, "the parent's incident to close", || async {
+        let i = client.get(&url).await.expect_ok(200);
+        (i["status"] == "resolved").then_some(i)
+    })
+    .await;
+    assert_eq!(closed["resolvedBy"], "check");
+    assert_eq!(closed["autoRecovered"], false);
+    let child = incident_of(&client, &host, "app", "escalated").await;
+    assert_eq!(child["id"], suppressed["id"]);
+    let seen = events(&child);
+    let unsuppressed = seen
+        .iter()
+        .position(|e| e == "unsuppressed")
+        .expect("unsuppressed");
+    let started = seen
+        .iter()
+        .position(|e| e == "stage_started")
+        .expect("a stage ran");
+    assert!(unsuppressed < started, "{child}");
+}
+
+#[tokio::test]
+async fn a_check_that_flaps_stops_repairs_and_settles() {
+    let host = start();
+    let client = Client::new();
+    // Long interval: the test runs the check itself, one result at a time.
+    let body = |status: &str| {
+        let mut body = check(
+            "flappy",
+            json!({"status": status, "do": "recover"}),
+            3,
+            &["fixer"],
+        );
+        body["interval"] = json!(86_400_000);
+        body["initialDelay"] = json!(86_400_000);
+        body
+    };
+    register(&client, &host, &body("healthy")).await;
+    let run = || async {
+        client
+            .post_json(&host.url("/health-checks/flappy/run"), "")
+            .await
+            .expect_ok(200)
+    };
+    for n in 0..11 {
+        let status = if n % 2 == 0 { "healthy" } else { "unhealthy" };
+        put(&client, &host, "flappy", &body(status)).await;
+        run().await;
+    }
+    let view = client
+        .get(&host.url("/health-checks/flappy"))
+        .await
+        .expect_ok(200);
+    assert_eq!(view["state"], "flapping", "{view}");
+    let flapping = incident_of(&client, &host, "flappy", "active").await;
+    assert_eq!(flapping["flapping"], true);
+    assert_eq!(flapping["recovery"]["step"], "idle");
+    assert!(
+        !events(&flapping).contains(&"stage_started".to_owned()),
+        "{flapping}"
+    );
+
+    // Steady passes settle it; settled and passing, the incident closes.
+    put(&client, &host, "flappy", &body("healthy")).await;
+    let mut runs = 0;
+    loop {
+        run().await;
+        runs += 1;
+        let i = incident(&client, &host, flapping["id"].as_str().unwrap()).await;
+        if i["status"] == "resolved" {
+            let seen = events(&i);
+            assert!(seen.contains(&"settled".to_owned()), "{i}");
+            assert!(!seen.contains(&"stage_started".to_owned()), "{i}");
+            break;
+        }
+        assert!(runs < 21, "it never settled: {i}");
+    }
+}
+
+#[tokio::test]
+async fn hostile_probes_fail_their_own_check_and_nothing_else() {
+    let host = start();
+    let client = Client::new();
+    let mut spin = check("spins", json!({"do": "spin"}), 1, &[]);
+    spin["interval"] = json!(300);
+    spin["timeout"] = json!(200);
+    register(&client, &host, &spin).await;
+    register(
+        &client,
+        &host,
+        &check("traps", json!({"do": "trap"}), 1, &[]),
+    )
+    .await;
+    register(
+        &client,
+        &host,
+        &check("fine", json!({"status": "healthy"}), 1, &[]),
+    )
+    .await;
+
+    let spins = incident_of(&client, &host, "spins", "escalated").await;
+    assert!(
+        spins["summary"].as_str().unwrap().contains("timeout"),
+        "{spins}"
+    );
+    let traps = incident_of(&client, &host, "traps", "escalated").await;
+    assert!(
+        traps["summary"].as_str().unwrap().contains("trap"),
+        "{traps}"
+    );
+    let fine = client
+        .get(&host.url("/health-checks/fine"))
+        .await
+        .expect_ok(200);
+    assert_eq!(fine["state"], "healthy", "{fine}");
+    assert_eq!(fine["openIncident"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_recovery_goes_on_from_its_next_stage_after_kill_9() {
+    let mut host = start();
+    let client = Client::new();
+    // The first stage spins until the fixer's 1 s limit; the host dies
+    // while it runs.
+    let body = json!({
+        "id": "svc", "name": "svc", "type": "checker", "team": "testing",
+        "interval": 100, "timeout": 100, "threshold": 1,
+        "target": {"status": "unhealthy", "do": "spin"},
+        "recovery": [{"strategy": "fixer", "waitMs": 50}, {"strategy": "fixer", "waitMs": 50}]
+    });
+    register(&client, &host, &body).await;
+    let url = host.url("/incidents?checkId=svc");
+    let running = eventually(30, "stage 0 to run", || async {
+        let page = client.get(&url).await.expect_ok(200);
+        let first = page["items"].as_array().unwrap().first().cloned()?;
+        (first["recovery"]["step"] == "running").then_some(first)
+    })
+    .await;
+    assert_eq!(running["recovery"]["stage"], 0);
+    host.kill9();
+    host.restart();
+
+    let view = client
+        .get(&host.url("/health-checks/svc"))
+        .await
+        .expect_ok(200);
+    assert_eq!(view["type"], "checker", "the check survived");
+    let escalated = incident_of(&client, &host, "svc", "escalated").await;
+    assert_eq!(escalated["id"], running["id"]);
+    let seen = events(&escalated);
+    let interrupted = seen
+        .iter()
+        .position(|e| e == "interrupted")
+        .expect("interrupted");
+    let starts: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| *e == "stage_started")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(starts.len(), 2, "stage 0 is not run again: {escalated}");
+    assert!(
+        starts[0] < interrupted && interrupted < starts[1],
+        "{escalated}"
+    );
+    let stage_of_second = &escalated["timeline"][starts[1]]["stage"];
+    assert_eq!(stage_of_second, 1);
+}
+
+#[tokio::test]
+async fn bad_checks_are_refused_with_the_field_named() {
+    let host = start();
+    let client = Client::new();
+    let base = check("a", json!({"status": "healthy"}), 1, &[]);
+    let cases = [
+        (json!({"interval": 10}), "interval"),
+        (json!({"timeout": 1000}), "timeout"),
+        (json!({"type": "nosuch"}), "type"),
+        (
+            json!({"recovery": [{"strategy": "checker"}]}),
+            "recovery[0].strategy",
+        ),
+        (json!({"dependsOn": ["ghost"]}), "dependsOn"),
+        (json!({"severity": "apocalyptic"}), "severity"),
+        (json!({"threshold": -1}), "threshold"),
+    ];
+    for (spoil, field) in cases {
+        let mut body = base.clone();
+        for (key, value) in spoil.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let reply = client
+            .post_json(&host.url("/health-checks"), &body.to_string())
+            .await;
+        assert_eq!(reply.expect_error(422), "invalid_request", "{field}");
+        assert!(reply.text.contains(field), "{field}: {}", reply.text);
+    }
+    register(&client, &host, &base).await;
+    let code = client
+        .post_json(&host.url("/health-checks"), &base.to_string())
+        .await
+        .expect_error(409);
+    assert_eq!(code, "check_exists");
+    let mut b = check("b", json!({"status": "healthy"}), 1, &[]);
+    b["dependsOn"] = json!(["a"]);
+    register(&client, &host, &b).await;
+    // a → b → a would be a cycle.
+    let mut cycle = base.clone();
+    cycle["dependsOn"] = json!(["b"]);
+    let reply = client
+        .send(
+            "PUT",
+            &host.url("/health-checks/a"),
+            Some(("application/json", cycle.to_string().into_bytes())),
+            &[],
+        )
+        .await;
+    reply.expect_error(422);
+    assert!(reply.text.contains("cycle"), "{}", reply.text);
+    let code = client
+        .delete(&host.url("/health-checks/a"))
+        .await
+        .expect_error(409);
+    assert_eq!(code, "check_in_use");
+    client
+        .get(&host.url("/health-checks/nosuch"))
+        .await
+        .expect_error(404);
+    client
+        .delete(&host.url("/health-checks/b"))
+        .await
+        .expect_ok(200);
+    client
+        .delete(&host.url("/health-checks/a"))
+        .await
+        .expect_ok(200);
+    let page = client.get(&host.url("/health-checks")).await.expect_ok(200);
+    assert_eq!(page["items"], json!([]));
+}
