@@ -104,6 +104,10 @@ struct ServeArgs {
     /// /metrics stay.
     #[arg(long, alias = "task-retention-days", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     retention_days: u32,
+    /// Most incidents whose recovery stages run at once, host-wide; others
+    /// wait their turn.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_concurrent_recoveries: u32,
 }
 
 impl ServeArgs {
@@ -376,6 +380,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     config.anonymous_is_admin = listen.ip().is_loopback();
     config.token_rate_per_sec = args.token_rate_limit;
     config.retention = std::time::Duration::from_secs(u64::from(args.retention_days) * 86_400);
+    config.max_concurrent_recoveries = args.max_concurrent_recoveries as usize;
     if let Some(mib) = args.guest_memory_mib {
         config.runtime.guest_memory_bytes = mib << 20;
     }
