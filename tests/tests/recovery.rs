@@ -188,6 +188,20 @@ async fn failures_open_an_incident_whose_stages_run_in_order_then_escalate() {
     assert_eq!(view["state"], "unhealthy");
     assert_eq!(view["openIncident"], incident["id"]);
     assert!(view["consecutiveFailures"].as_u64().unwrap() >= 3);
+    let metrics = client.get(&host.url("/metrics")).await.expect_ok(200);
+    assert_eq!(metrics["incidents"]["total"], 1, "{metrics}");
+    assert_eq!(metrics["incidentDetection"]["count"], 1, "{metrics}");
+    let text = client
+        .get(&host.url("/metrics?format=prometheus"))
+        .await
+        .text;
+    assert!(
+        text.contains("autoagent_incident_detection_seconds_bucket"),
+        "{text}"
+    );
+    let incident_field = format!("incident_id={}", incident["id"].as_str().unwrap());
+    host.log_containing(&["incident opened", "check_id=web", &incident_field])
+        .await;
 
     // Resolved by hand, with who and why; the check counts afresh.
     let id = incident["id"].as_str().unwrap();

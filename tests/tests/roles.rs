@@ -413,6 +413,90 @@ async fn each_role_does_what_it_may_for_its_own_team_only() {
         "another team's template"
     );
 
+    // Health checks: admins register them; operators run them and resolve
+    // incidents; viewers read; another team sees none of it.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let check = json!({
+        "id": "ops_db", "name": "db", "type": "tcp", "interval": 200, "timeout": 200,
+        "threshold": 1, "target": {"host": "127.0.0.1", "port": closed_port}
+    });
+    for secret in [&viewer, &operator] {
+        let reply = call(
+            &client,
+            "POST",
+            &url("/health-checks"),
+            secret,
+            Some(check.clone()),
+        )
+        .await;
+        assert_eq!(reply.expect_error(403), "forbidden");
+    }
+    let made = call(&client, "POST", &url("/health-checks"), &admin, Some(check))
+        .await
+        .expect_ok(201);
+    assert_eq!(made["team"], "ops");
+    let check_url = url("/health-checks/ops_db");
+    call(&client, "GET", &check_url, &viewer, None)
+        .await
+        .expect_ok(200);
+    let reply = call(&client, "GET", &check_url, &web, None).await;
+    assert_eq!(reply.expect_error(404), "not_found");
+    let theirs = call(&client, "GET", &url("/health-checks"), &web, None)
+        .await
+        .expect_ok(200);
+    assert_eq!(theirs["items"], json!([]));
+    let reply = call(&client, "POST", &format!("{check_url}/run"), &viewer, None).await;
+    assert_eq!(reply.expect_error(403), "forbidden");
+    let incident_id = autoagent_tests::eventually(30, "the check's incident", || async {
+        let view = call(&client, "GET", &check_url, &operator, None)
+            .await
+            .expect_ok(200);
+        view["openIncident"].as_str().map(str::to_owned)
+    })
+    .await;
+    let incident_url = url(&format!("/incidents/{incident_id}"));
+    call(&client, "GET", &incident_url, &viewer, None)
+        .await
+        .expect_ok(200);
+    let reply = call(&client, "GET", &incident_url, &web, None).await;
+    assert_eq!(reply.expect_error(404), "not_found");
+    let theirs = call(&client, "GET", &url("/incidents"), &web, None)
+        .await
+        .expect_ok(200);
+    assert_eq!(theirs["items"], json!([]));
+    let resolution = json!({"resolution": "port opened by hand"});
+    let resolve_url = format!("{incident_url}/resolve");
+    for (secret, status) in [(&viewer, 403), (&web, 404)] {
+        let reply = call(
+            &client,
+            "POST",
+            &resolve_url,
+            secret,
+            Some(resolution.clone()),
+        )
+        .await;
+        reply.expect_error(status);
+    }
+    let resolved = call(&client, "POST", &resolve_url, &operator, Some(resolution))
+        .await
+        .expect_ok(200);
+    assert!(
+        resolved["resolvedBy"]
+            .as_str()
+            .unwrap()
+            .starts_with("token:"),
+        "{resolved}"
+    );
+    let reply = call(&client, "DELETE", &check_url, &operator, None).await;
+    assert_eq!(reply.expect_error(403), "forbidden");
+    call(&client, "DELETE", &check_url, &admin, None)
+        .await
+        .expect_ok(200);
+
     // Every write names its token, team and role; no secret reaches the log.
     let log = host
         .log_containing(&[

@@ -159,7 +159,7 @@ impl Recovery {
                 // not run every check at once.
                 let first = now
                     .plus(Duration::from_millis(check.initial_delay))
-                    .plus(jitter(check.interval));
+                    .plus(random_below(check.interval));
                 state.timers.set(first, check.id.clone());
                 state.checks.insert(
                     check.id.clone(),
@@ -1149,10 +1149,32 @@ fn probe_error(err: &InvokeError) -> String {
 /// A random delay of up to a tenth of `interval_ms` (at most a second), so
 /// checks registered together do not run in lockstep.
 fn jitter(interval_ms: u64) -> Duration {
-    let most = (interval_ms / 10).min(1000);
-    if most == 0 {
+    random_below((interval_ms / 10).min(1000) + 1)
+}
+
+/// A random delay of less than `ms` milliseconds.
+fn random_below(ms: u64) -> Duration {
+    if ms == 0 {
         return Duration::ZERO;
     }
-    let random = getrandom::u64().unwrap_or(0);
-    Duration::from_millis(random % (most + 1))
+    Duration::from_millis(getrandom::u64().unwrap_or(0) % ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_tenth_of_the_interval_and_a_second() {
+        for _ in 0..1000 {
+            assert!(jitter(100) <= Duration::from_millis(10));
+            assert!(jitter(60_000) <= Duration::from_millis(1000));
+            assert!(random_below(1000) < Duration::from_millis(1000));
+        }
+        assert_eq!(random_below(0), Duration::ZERO);
+        // Spread, not one value: a thousand draws over a second differ.
+        let draws: std::collections::BTreeSet<Duration> =
+            (0..1000).map(|_| random_below(1000)).collect();
+        assert!(draws.len() > 100, "{}", draws.len());
+    }
 }
