@@ -149,19 +149,29 @@ pub(crate) fn http_send(request: &Request, url: &::http::Uri) -> Result<Response
         None => None,
     };
     let pending = outgoing_handler::handle(outgoing, options).map_err(code)?;
-    {
-        let stream = body
-            .write()
-            .map_err(|()| invalid("body stream taken twice"))?;
-        for chunk in request.body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|err| HttpError::Failed(format!("sending the body: {err:?}")))?;
+    let sent = (|| {
+        {
+            let stream = body
+                .write()
+                .map_err(|()| invalid("body stream taken twice"))?;
+            for chunk in request.body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|err| HttpError::Failed(format!("sending the body: {err:?}")))?;
+            }
         }
-    }
-    OutgoingBody::finish(body, None).map_err(code)?;
+        OutgoingBody::finish(body, None).map_err(code)
+    })();
 
     pending.subscribe().block();
+    // A request the host refused (or could not send) closes the body
+    // stream; its own error says why, better than the closed stream.
+    if let Err(err) = sent {
+        return Err(match pending.get() {
+            Some(Ok(Err(refused))) => code(refused),
+            _ => err,
+        });
+    }
     let response = match pending.get() {
         Some(Ok(Ok(response))) => response,
         Some(Ok(Err(err))) => return Err(code(err)),

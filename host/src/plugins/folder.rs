@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(read(&dir).unwrap().wasm, None);
         fs::write(dir.join("a.wasm"), b"a").unwrap();
         fs::write(dir.join("b.wasm"), b"b").unwrap();
-        assert!(read(&dir).unwrap_err().message.contains("found 2"));
+        assert!(read(&dir).err().unwrap().message.contains("found 2"));
     }
 
     #[test]

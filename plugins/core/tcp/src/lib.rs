@@ -9,14 +9,14 @@
 //!
 //! Its manifest grants `reach-target`: each call may connect to its
 //! target's address, and nothing else. A target without `host` and `port`
-//! is `invalid-input` ("nothing to probe"). On `wasm32-wasip2`,
-//! `std::net::TcpStream` goes through `wasi:sockets`, which the host
-//! opens for that call only.
+//! is `invalid-input` ("nothing to probe"). On `wasm32-wasip2` the
+//! connection is made through `wasi:sockets` directly (std's
+//! `connect_timeout` there reports a refused connection as made), which the
+//! host opens for that call only; natively, through `std::net`.
 //!
 //! Written only against `autoagent-sdk`, as any outside plugin would be.
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use autoagent_sdk::serde_json::Value;
@@ -107,21 +107,90 @@ fn connect(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, Failu
         .collect();
     let mut last = Failure::Down(format!("{host} resolves to no address"));
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(_stream) => return Ok(addr),
-            Err(err) if err.kind() == ErrorKind::PermissionDenied => {
-                last = Failure::Denied(format!("{addr}: {err}"));
-            }
-            Err(err) if err.kind() == ErrorKind::TimedOut => {
-                last = Failure::Down(format!(
-                    "{addr}: no answer within {} ms",
-                    timeout.as_millis()
-                ));
-            }
-            Err(err) => last = Failure::Down(format!("{addr}: {err}")),
+        match connect_one(addr, timeout) {
+            Ok(()) => return Ok(addr),
+            Err(failure) => last = failure,
         }
     }
     Err(last)
+}
+
+/// Opens (and closes) one connection, natively through `std::net`.
+#[cfg(not(target_arch = "wasm32"))]
+fn connect_one(addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
+    use std::io::ErrorKind;
+    match std::net::TcpStream::connect_timeout(&addr, timeout) {
+        Ok(_stream) => Ok(()),
+        Err(err) if err.kind() == ErrorKind::PermissionDenied => {
+            Err(Failure::Denied(format!("{addr}: {err}")))
+        }
+        Err(err) if err.kind() == ErrorKind::TimedOut => Err(Failure::Down(format!(
+            "{addr}: no answer within {} ms",
+            timeout.as_millis()
+        ))),
+        Err(err) => Err(Failure::Down(format!("{addr}: {err}"))),
+    }
+}
+
+/// Opens (and closes) one connection through `wasi:sockets`, waiting for
+/// it at most `timeout`.
+#[cfg(target_arch = "wasm32")]
+fn connect_one(addr: SocketAddr, timeout: Duration) -> Result<(), Failure> {
+    use wasip2::clocks::monotonic_clock;
+    use wasip2::io::poll;
+    use wasip2::sockets::network::{
+        ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+    };
+    use wasip2::sockets::{instance_network, tcp_create_socket};
+
+    let (family, remote) = match addr {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            let remote = Ipv4SocketAddress {
+                port: v4.port(),
+                address: (a, b, c, d),
+            };
+            (IpAddressFamily::Ipv4, IpSocketAddress::Ipv4(remote))
+        }
+        SocketAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.ip().segments();
+            let remote = Ipv6SocketAddress {
+                port: v6.port(),
+                flow_info: v6.flowinfo(),
+                address: (a, b, c, d, e, f, g, h),
+                scope_id: v6.scope_id(),
+            };
+            (IpAddressFamily::Ipv6, IpSocketAddress::Ipv6(remote))
+        }
+    };
+    let failure = |code: ErrorCode| match code {
+        ErrorCode::AccessDenied => Failure::Denied(format!("{addr}: {}", code.message())),
+        ErrorCode::Timeout => Failure::Down(format!(
+            "{addr}: no answer within {} ms",
+            timeout.as_millis()
+        )),
+        other => Failure::Down(format!("{addr}: {}", other.message())),
+    };
+    let network = instance_network::instance_network();
+    let socket = tcp_create_socket::create_tcp_socket(family).map_err(failure)?;
+    socket.start_connect(&network, remote).map_err(failure)?;
+    // Declared after the socket, so dropped before it: a pollable is the
+    // socket's child.
+    let connected = socket.subscribe();
+    let deadline =
+        monotonic_clock::subscribe_duration(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+    loop {
+        match socket.finish_connect() {
+            Ok(_streams) => return Ok(()),
+            Err(ErrorCode::WouldBlock) => {
+                let ready = poll::poll(&[&connected, &deadline]);
+                if !ready.contains(&0) {
+                    return Err(failure(ErrorCode::Timeout));
+                }
+            }
+            Err(code) => return Err(failure(code)),
+        }
+    }
 }
 
 autoagent_sdk::export_health_check!(Tcp);
