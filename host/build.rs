@@ -4,7 +4,16 @@
 use std::fmt::Write;
 
 /// Plugin crates shipped inside the binary.
-const BUNDLED: &[&str] = &["autoagent-plugin-todo", "autoagent-plugin-system"];
+const BUNDLED: &[&str] = &[
+    "autoagent-plugin-todo",
+    "autoagent-plugin-system",
+    "autoagent-plugin-http",
+    "autoagent-plugin-tcp",
+    "autoagent-plugin-service",
+    "autoagent-plugin-command",
+    "autoagent-plugin-webhook",
+    "autoagent-plugin-wait",
+];
 
 fn main() {
     let built = match autoagent_plugin_build::build_plugins(BUNDLED) {

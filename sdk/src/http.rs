@@ -42,6 +42,11 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// Body bytes; empty for none.
     pub body: Vec<u8>,
+    /// How long to wait for the connection, and then for the response to
+    /// start and for each part of its body; `None` waits as long as the
+    /// call may last. Past it, [`Request::send`] fails with
+    /// [`HttpError::Failed`].
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Request {
@@ -52,6 +57,7 @@ impl Request {
             url: url.into(),
             headers: Vec::new(),
             body: Vec::new(),
+            timeout: None,
         }
     }
 
@@ -74,6 +80,13 @@ impl Request {
     /// Sets the body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
+        self
+    }
+
+    /// Gives up on the connection, on the response's start and on each
+    /// part of its body after `timeout` each.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 

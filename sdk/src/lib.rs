@@ -370,7 +370,7 @@ macro_rules! export_health_check {
 ///
 /// As for [`export_capability!`], for the `recovery-strategy` world, in a
 /// hidden module `__autoagent_recovery_strategy_export`; the WIT incident
-/// becomes an [`Incident`] with its target parsed (invalid JSON becomes
+/// becomes an [`Incident`] with its target and stage config parsed (invalid JSON becomes
 /// [`PluginError::InvalidInput`]) and the [`RecoveryReport`] is converted back.
 #[macro_export]
 macro_rules! export_recovery_strategy {
@@ -409,12 +409,15 @@ macro_rules! export_recovery_strategy {
                     use self::autoagent::plugin::types as wit;
                     let report = $crate::__private::recover::<super::__AutoagentRecoveryStrategy>(
                         &__context(ctx),
-                        incident.id,
-                        incident.check_id,
-                        incident.severity,
-                        incident.stage,
-                        incident.summary,
-                        &incident.target,
+                        $crate::__private::IncidentText {
+                            id: incident.id,
+                            check_id: incident.check_id,
+                            severity: incident.severity,
+                            stage: incident.stage,
+                            summary: incident.summary,
+                            target: incident.target,
+                            config: incident.config,
+                        },
                     )
                     .map_err(__error)?;
                     ::std::result::Result::Ok(wit::RecoveryReport {

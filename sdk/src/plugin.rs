@@ -40,7 +40,8 @@ pub trait HealthCheck {
 ///
 /// Export an implementation with [`export_recovery_strategy!`](crate::export_recovery_strategy).
 pub trait RecoveryStrategy {
-    /// Runs this strategy against an open incident.
+    /// Runs this strategy against an open incident, for the stage
+    /// `incident.stage`, as that stage's `incident.config` asks.
     fn recover(ctx: &CallContext, incident: &Incident) -> Result<RecoveryReport, PluginError>;
 }
 

@@ -47,23 +47,38 @@ pub fn check<H: HealthCheck>(ctx: &CallContext, target: &str) -> Result<HealthRe
     H::check(ctx, target)
 }
 
+/// The WIT incident's fields as the export glue hands them over, with the
+/// target and stage configuration still JSON text.
+pub struct IncidentText {
+    /// Incident id.
+    pub id: String,
+    /// Health check id.
+    pub check_id: String,
+    /// Severity.
+    pub severity: String,
+    /// Stage index.
+    pub stage: u32,
+    /// Last failed check's message.
+    pub summary: String,
+    /// The check's target, JSON text.
+    pub target: String,
+    /// The stage's configuration, JSON text.
+    pub config: String,
+}
+
 /// The `recover` export, taking the WIT incident's fields.
 pub fn recover<R: RecoveryStrategy>(
     ctx: &CallContext,
-    id: String,
-    check_id: String,
-    severity: String,
-    stage: u32,
-    summary: String,
-    target: &str,
+    incident: IncidentText,
 ) -> Result<RecoveryReport, PluginError> {
     let incident = Incident {
-        id,
-        check_id,
-        severity,
-        stage,
-        summary,
-        target: parse_json(target, "incident target")?,
+        id: incident.id,
+        check_id: incident.check_id,
+        severity: incident.severity,
+        stage: incident.stage,
+        summary: incident.summary,
+        target: parse_json(&incident.target, "incident target")?,
+        config: parse_json(&incident.config, "incident config")?,
     };
     R::recover(ctx, &incident)
 }

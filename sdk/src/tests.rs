@@ -395,8 +395,8 @@ impl RecoveryStrategy for Restart {
             return Ok(RecoveryReport::escalate("second stage"));
         }
         Ok(RecoveryReport::recovered(format!(
-            "{} {} {}",
-            incident.id, incident.severity, incident.target["service"]
+            "{} {} {} {}",
+            incident.id, incident.severity, incident.target["service"], incident.config["unit"]
         )))
     }
 }
@@ -406,32 +406,32 @@ crate::export_recovery_strategy!(Restart);
 #[test]
 fn recover_glue_builds_the_incident() {
     let ctx = testing::context();
+    let text = |stage: u32, target: &str, config: &str| __private::IncidentText {
+        id: "incident_1".into(),
+        check_id: "check_1".into(),
+        severity: "high".into(),
+        stage,
+        summary: "down".into(),
+        target: target.into(),
+        config: config.into(),
+    };
     let report = __private::recover::<Restart>(
         &ctx,
-        "incident_1".into(),
-        "check_1".into(),
-        "high".into(),
-        0,
-        "down".into(),
-        r#"{"service":"web"}"#,
+        text(0, r#"{"service":"web"}"#, r#"{"unit":"web.service"}"#),
     )
     .unwrap();
     assert_eq!(
         report,
-        RecoveryReport::recovered(r#"incident_1 high "web""#)
+        RecoveryReport::recovered(r#"incident_1 high "web" "web.service""#)
     );
-    let err = __private::recover::<Restart>(
-        &ctx,
-        "i".into(),
-        "c".into(),
-        "low".into(),
-        1,
-        "s".into(),
-        "nope",
-    )
-    .unwrap_err();
+    let err = __private::recover::<Restart>(&ctx, text(1, "nope", "{}")).unwrap_err();
     assert!(
         matches!(&err, PluginError::InvalidInput(m) if m.starts_with("incident target")),
+        "{err}"
+    );
+    let err = __private::recover::<Restart>(&ctx, text(0, "{}", "{")).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::InvalidInput(m) if m.starts_with("incident config")),
         "{err}"
     );
 }

@@ -235,6 +235,11 @@ pub struct Incident {
     pub summary: String,
     /// The check's target configuration (JSON text in the WIT, parsed here).
     pub target: Value,
+    /// This recovery stage's configuration, from the health check's
+    /// `recovery` stage (JSON text in the WIT, parsed here): what this
+    /// strategy should do at this stage, e.g. which program to run. An
+    /// empty object when the stage configures nothing.
+    pub config: Value,
 }
 
 /// Outcome of one recovery stage.

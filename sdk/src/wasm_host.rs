@@ -83,7 +83,9 @@ pub(crate) fn commands_run(program: &str, args: &[&str]) -> Result<CommandOutput
 /// Sends a request through `wasi:http/outgoing-handler`.
 pub(crate) fn http_send(request: &Request, url: &::http::Uri) -> Result<Response, HttpError> {
     use wasip2::http::outgoing_handler;
-    use wasip2::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasip2::http::types::{
+        ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    };
     use wasip2::io::streams::StreamError;
 
     let invalid = |what: &str| HttpError::InvalidRequest(what.to_owned());
@@ -133,20 +135,43 @@ pub(crate) fn http_send(request: &Request, url: &::http::Uri) -> Result<Response
     };
     // Hand the request over first: the host reads the body while it is
     // written, so a large body never waits on a full buffer.
-    let pending = outgoing_handler::handle(outgoing, None).map_err(code)?;
-    {
-        let stream = body
-            .write()
-            .map_err(|()| invalid("body stream taken twice"))?;
-        for chunk in request.body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|err| HttpError::Failed(format!("sending the body: {err:?}")))?;
+    let options = match request.timeout {
+        Some(timeout) => {
+            let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+            let options = RequestOptions::new();
+            options
+                .set_connect_timeout(Some(nanos))
+                .and_then(|()| options.set_first_byte_timeout(Some(nanos)))
+                .and_then(|()| options.set_between_bytes_timeout(Some(nanos)))
+                .map_err(|()| invalid("timeout refused"))?;
+            Some(options)
         }
-    }
-    OutgoingBody::finish(body, None).map_err(code)?;
+        None => None,
+    };
+    let pending = outgoing_handler::handle(outgoing, options).map_err(code)?;
+    let sent = (|| {
+        {
+            let stream = body
+                .write()
+                .map_err(|()| invalid("body stream taken twice"))?;
+            for chunk in request.body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|err| HttpError::Failed(format!("sending the body: {err:?}")))?;
+            }
+        }
+        OutgoingBody::finish(body, None).map_err(code)
+    })();
 
     pending.subscribe().block();
+    // A request the host refused (or could not send) closes the body
+    // stream; its own error says why, better than the closed stream.
+    if let Err(err) = sent {
+        return Err(match pending.get() {
+            Some(Ok(Err(refused))) => code(refused),
+            _ => err,
+        });
+    }
     let response = match pending.get() {
         Some(Ok(Ok(response))) => response,
         Some(Ok(Err(err))) => return Err(code(err)),

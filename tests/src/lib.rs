@@ -463,6 +463,21 @@ impl Client {
         self.put_plugin_as(url, manifest, component, None).await
     }
 
+    /// PUT of a plugin upload with the `manifest` part alone, for a
+    /// manifest that names a bundled component (`component = "core/..."`).
+    pub async fn put_plugin_manifest(&self, url: &str, manifest: &str) -> Reply {
+        let form = reqwest::multipart::Form::new().text("manifest", manifest.to_owned());
+        Reply::read(
+            self.http
+                .put(url)
+                .multipart(form)
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
+    }
+
     /// The same upload, sent with `Authorization: Bearer <secret>` when a
     /// secret is given.
     pub async fn put_plugin_as(

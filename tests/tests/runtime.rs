@@ -234,6 +234,7 @@ async fn recovery_strategies_are_called_like_capabilities_with_the_same_failure_
         stage,
         summary: "down".into(),
         target: json!({"do": action}),
+        config: json!({}),
     };
     let recover = |incident: Incident| {
         let (team, fixer, plugins) = (&team, &fixer, &f.plugins);

@@ -16,7 +16,7 @@ use super::scope::Scope;
 use crate::App;
 use crate::auth::Access;
 use crate::names::Name;
-use crate::plugins::{Caller, PluginInfo};
+use crate::plugins::{Caller, HealthReport, Incident, PluginInfo, RecoveryReport};
 
 /// Largest upload accepted (manifest and component together), in bytes.
 pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
@@ -33,6 +33,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
             upload.layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
         ))
         .routes(routes!(invoke_plugin))
+        .routes(routes!(check_plugin))
+        .routes(routes!(recover_plugin))
 }
 
 /// Every plugin the caller may see, serving or failed: all of them for an
@@ -145,6 +147,151 @@ async fn invoke_plugin(
     Ok(ok(output))
 }
 
+/// A health check tried by hand.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CheckRequest {
+    /// The target handed to the plugin, as a health check would configure
+    /// it, e.g. `{"url": "http://localhost:8080/health"}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    target: serde_json::Value,
+}
+
+/// Runs a team's health-check plugin once against a target and returns its
+/// report: trying a check by hand, before a health check uses it. The call
+/// is made as a health check would make it (the same sandbox, limits and
+/// per-call grants, `reach-target` included). Team admins only: the target
+/// decides where a plugin granted `reach-target` connects.
+#[utoipa::path(
+    post, path = "/teams/{team}/plugins/{name}/check", tag = "plugins",
+    params(
+        ("team" = Name, Path, description = "Team"),
+        ("name" = Name, Path, description = "Health-check plugin"),
+    ),
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "`data` is the plugin's health report", body = HealthReport),
+        (status = 404, description = "No such plugin", body = super::ErrorEnvelope),
+        (status = 422, description = "The plugin rejected the target (`invalid_input`: nothing to probe)", body = super::ErrorEnvelope),
+        (status = 502, description = "The plugin failed, was denied, trapped, or is not a health check", body = super::ErrorEnvelope),
+        (status = 504, description = "The plugin ran past its time limit", body = super::ErrorEnvelope),
+    )
+)]
+async fn check_plugin(
+    State(app): State<Arc<App>>,
+    scope: Scope,
+    ApiPath((team, name)): ApiPath<(Name, Name)>,
+    ApiJson(request): ApiJson<CheckRequest>,
+) -> Result<Response, ApiError> {
+    check(&scope, &team, Access::Manage)?;
+    let report = app
+        .plugins
+        .check(&team, &name, &request.target, Caller::default())
+        .await?;
+    Ok(ok(report))
+}
+
+/// An incident handed to a recovery strategy tried by hand; every field
+/// may be left out.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TryIncident {
+    /// Incident id; `incident_manual` if left out.
+    id: Option<Name>,
+    /// Health check id; `manual` if left out.
+    check_id: Option<Name>,
+    /// `critical`, `high`, `medium` (if left out) or `low`.
+    severity: Option<String>,
+    /// Recovery stage, from 0.
+    #[serde(default)]
+    stage: u32,
+    /// What the last failed check said.
+    #[serde(default)]
+    summary: String,
+    /// The health check's target.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    target: serde_json::Value,
+    /// The stage's configuration, e.g. `{"program": "/usr/bin/systemctl",
+    /// "args": ["restart", "nginx"]}` for `core/command`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    config: serde_json::Value,
+}
+
+/// A recovery strategy tried by hand.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecoverRequest {
+    /// The incident to hand the plugin.
+    incident: TryIncident,
+}
+
+/// The severities an incident may have.
+const SEVERITIES: [&str; 4] = ["critical", "high", "medium", "low"];
+
+impl TryIncident {
+    fn into_incident(self) -> Result<Incident, ApiError> {
+        let severity = self.severity.unwrap_or_else(|| "medium".into());
+        if !SEVERITIES.contains(&severity.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "`incident.severity` is {severity:?}; it must be one of {}",
+                SEVERITIES.join(", ")
+            )));
+        }
+        let object_or_empty = |value: serde_json::Value| match value {
+            serde_json::Value::Null => serde_json::json!({}),
+            other => other,
+        };
+        Ok(Incident {
+            id: self
+                .id
+                .map_or_else(|| "incident_manual".into(), String::from),
+            check_id: self.check_id.map_or_else(|| "manual".into(), String::from),
+            severity,
+            stage: self.stage,
+            summary: self.summary,
+            target: object_or_empty(self.target),
+            config: object_or_empty(self.config),
+        })
+    }
+}
+
+/// Runs a team's recovery-strategy plugin once for an incident and returns
+/// its report: trying a strategy by hand. It really runs (a granted command
+/// runs, a webhook is sent), so team admins only.
+#[utoipa::path(
+    post, path = "/teams/{team}/plugins/{name}/recover", tag = "plugins",
+    params(
+        ("team" = Name, Path, description = "Team"),
+        ("name" = Name, Path, description = "Recovery-strategy plugin"),
+    ),
+    request_body = RecoverRequest,
+    responses(
+        (status = 200, description = "`data` is the strategy's recovery report", body = RecoveryReport),
+        (status = 404, description = "No such plugin", body = super::ErrorEnvelope),
+        (status = 422, description = "A bad incident, or the plugin rejected its config", body = super::ErrorEnvelope),
+        (status = 502, description = "The plugin failed, was denied (e.g. a program it is not granted), trapped, or is not a recovery strategy", body = super::ErrorEnvelope),
+        (status = 504, description = "The plugin ran past its time limit", body = super::ErrorEnvelope),
+    )
+)]
+async fn recover_plugin(
+    State(app): State<Arc<App>>,
+    scope: Scope,
+    ApiPath((team, name)): ApiPath<(Name, Name)>,
+    ApiJson(request): ApiJson<RecoverRequest>,
+) -> Result<Response, ApiError> {
+    check(&scope, &team, Access::Manage)?;
+    let incident = request.incident.into_incident()?;
+    let caller = Caller {
+        worker_id: None,
+        subject_id: Some(incident.id.clone()),
+    };
+    let report = app.plugins.recover(&team, &name, &incident, caller).await?;
+    Ok(ok(report))
+}
+
 /// The form of an upload: `multipart/form-data` with two parts.
 #[derive(utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,15 +299,17 @@ async fn invoke_plugin(
 struct UploadForm {
     /// The text of `plugin.toml`.
     manifest: String,
-    /// The component, built for `wasm32-wasip2`.
-    #[schema(value_type = String, format = Binary)]
-    component: Vec<u8>,
+    /// The component, built for `wasm32-wasip2`. Left out when the manifest
+    /// names a bundled component (`component = "core/<name>"`).
+    #[schema(value_type = Option<String>, format = Binary)]
+    component: Option<Vec<u8>>,
 }
 
 /// An upload read from its form; every malformed form is an [`ApiError`].
 struct PluginUpload {
     manifest: String,
-    component: Vec<u8>,
+    /// Absent for a manifest that names a bundled component.
+    component: Option<Vec<u8>>,
 }
 
 fn form_error(err: MultipartError) -> ApiError {
@@ -208,13 +357,14 @@ impl<S: Send + Sync> FromRequest<S> for PluginUpload {
                 }
             }
         }
-        match (manifest, component) {
-            (Some(manifest), Some(component)) => Ok(Self {
+        // Without `component`, the manifest must name a bundled one; the
+        // registry says so if it does not.
+        match manifest {
+            Some(manifest) => Ok(Self {
                 manifest,
                 component,
             }),
-            (None, _) => Err(ApiError::invalid("form part `manifest` is missing")),
-            (_, None) => Err(ApiError::invalid("form part `component` is missing")),
+            None => Err(ApiError::invalid("form part `manifest` is missing")),
         }
     }
 }

@@ -12,3 +12,12 @@ pub struct BundledPlugin {
 }
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+/// The bundled plugin named `name` (of team `core`): its manifest and its
+/// component.
+pub fn find(name: &str) -> Option<(super::Manifest, &'static [u8])> {
+    PLUGINS.iter().find_map(|plugin| {
+        let manifest = super::Manifest::parse(plugin.manifest).ok()?;
+        (manifest.name == name).then_some((manifest, plugin.wasm))
+    })
+}

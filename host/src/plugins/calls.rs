@@ -16,6 +16,7 @@ use super::errors::InvokeError;
 use super::host_api::HostContext;
 use super::manifest::Manifest;
 use super::outcome::CallError;
+use super::reach::{Reach, TargetAddress};
 use super::registry::{LoadedPlugin, PluginKey, key_of};
 use super::reports::{HealthReport, Incident, RecoveryReport};
 use crate::names::Name;
@@ -125,10 +126,16 @@ impl Plugins {
         target: &serde_json::Value,
         caller: Caller,
     ) -> Result<HealthReport, InvokeError> {
-        let (plugin, host, record) = self.begin(team, name, "check", caller)?;
+        let (plugin, mut host, record) = self.begin(team, name, "check", caller)?;
         let outcome = async {
             let _slot = slot(&plugin).await?;
             let limits = &plugin.manifest.limits;
+            if plugin.manifest.permissions.reach_target
+                && let Some(address) = TargetAddress::of(target)
+            {
+                let within = Duration::from_millis(limits.timeout_ms);
+                host.reach = Some(Reach::resolve(address, within).await);
+            }
             self.runtime
                 .check(&plugin.prepared, limits, host, target.to_string())
                 .await
@@ -194,6 +201,7 @@ impl Plugins {
             worker_id: caller.worker_id,
             subject_id: caller.subject_id,
             state: self.state.clone(),
+            reach: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Plugin folders on disk: `<root>/<team>/<name>/` holding a `plugin.toml`
-//! and one `.wasm` file.
+//! and one `.wasm` file, or no `.wasm` at all when the manifest names a
+//! bundled component (`component = "core/<name>"`).
 //!
 //! The folders are the source of truth for every plugin that is not bundled:
 //! an operator copies files in, an upload writes the same layout. Names
@@ -24,8 +25,9 @@ pub const MANIFEST_FILE: &str = "plugin.toml";
 pub struct PluginFiles {
     /// The text of `plugin.toml`.
     pub manifest: String,
-    /// The component's bytes.
-    pub wasm: Vec<u8>,
+    /// The component's bytes; `None` for a folder with no `.wasm` (its
+    /// manifest must then name a bundled component).
+    pub wasm: Option<Vec<u8>>,
 }
 
 /// Why a folder could not be read.
@@ -98,7 +100,9 @@ pub fn plugin_dir(root: &Path, team: &Name, name: &Name) -> io::Result<PathBuf> 
     }
 }
 
-/// Reads `plugin.toml` and the one `.wasm` file of a plugin folder.
+/// Reads `plugin.toml` and the `.wasm` file, if there is one, of a plugin
+/// folder. More than one `.wasm` file is an error; whether none is allowed
+/// is the manifest's to say (`component`), checked when it loads.
 pub fn read(dir: &Path) -> Result<PluginFiles, FolderError> {
     let fail = |path: &Path, message: String| FolderError {
         path: path.to_owned(),
@@ -113,16 +117,16 @@ pub fn read(dir: &Path) -> Result<PluginFiles, FolderError> {
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
         .collect();
-    let [wasm_path] = wasm_files.as_slice() else {
-        return Err(fail(
-            dir,
-            format!(
-                "expected exactly one .wasm file, found {}",
-                wasm_files.len()
-            ),
-        ));
+    let wasm = match wasm_files.as_slice() {
+        [] => None,
+        [wasm_path] => Some(fs::read(wasm_path).map_err(|err| fail(wasm_path, err.to_string()))?),
+        more => {
+            return Err(fail(
+                dir,
+                format!("expected one .wasm file at most, found {}", more.len()),
+            ));
+        }
     };
-    let wasm = fs::read(wasm_path).map_err(|err| fail(wasm_path, err.to_string()))?;
     Ok(PluginFiles { manifest, wasm })
 }
 
@@ -139,7 +143,9 @@ pub fn write(root: &Path, team: &Name, name: &Name, files: &PluginFiles) -> io::
         &staging.path().join(MANIFEST_FILE),
         files.manifest.as_bytes(),
     )?;
-    write_synced(&staging.path().join(format!("{name}.wasm")), &files.wasm)?;
+    if let Some(wasm) = &files.wasm {
+        write_synced(&staging.path().join(format!("{name}.wasm")), wasm)?;
+    }
     sync_dir(staging.path())?;
 
     let old = team_dir.join(format!(".{name}.old"));
@@ -236,7 +242,7 @@ mod tests {
     fn files(version: &str) -> PluginFiles {
         PluginFiles {
             manifest: format!("version = \"{version}\""),
-            wasm: version.as_bytes().to_vec(),
+            wasm: Some(version.as_bytes().to_vec()),
         }
     }
 
@@ -247,8 +253,18 @@ mod tests {
         let dir = write(root.path(), &n("ops"), &n("probe"), &files("2")).unwrap();
         let read_back = read(&dir).unwrap();
         assert_eq!(read_back.manifest, "version = \"2\"");
-        assert_eq!(read_back.wasm, b"2");
-        assert_eq!(plugin_dirs(root.path()), vec![dir]);
+        assert_eq!(read_back.wasm.as_deref(), Some(&b"2"[..]));
+        assert_eq!(plugin_dirs(root.path()), vec![dir.clone()]);
+        // A version without a component of its own leaves no .wasm behind.
+        let bare = PluginFiles {
+            manifest: "component = \"core/command\"".into(),
+            wasm: None,
+        };
+        write(root.path(), &n("ops"), &n("probe"), &bare).unwrap();
+        assert_eq!(read(&dir).unwrap().wasm, None);
+        fs::write(dir.join("a.wasm"), b"a").unwrap();
+        fs::write(dir.join("b.wasm"), b"b").unwrap();
+        assert!(read(&dir).err().unwrap().message.contains("found 2"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::manifest::Manifest;
+use super::reach::Reach;
 use super::runtime::CallState;
 use super::runtime::bindings::capability::autoagent::plugin::types as wit_types;
 use super::runtime::bindings::imports::autoagent::plugin::{commands, config, kv, log};
@@ -24,6 +25,9 @@ pub struct HostContext {
     pub subject_id: Option<String>,
     /// Where key-value state lives.
     pub state: Arc<PluginState>,
+    /// The network this call may use: a health check's target, when its
+    /// manifest grants `reach-target`; `None` (no network) otherwise.
+    pub reach: Option<Reach>,
 }
 
 impl HostContext {

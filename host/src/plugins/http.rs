@@ -55,6 +55,19 @@ impl HostPattern {
         })
     }
 
+    /// The entry that allows exactly `host` (a name or an IP address,
+    /// brackets allowed) on `port`.
+    pub fn exact(host: &str, port: u16) -> Self {
+        Self {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+            subdomains: false,
+            port: Some(port),
+        }
+    }
+
     /// Whether a request to `host` (as in a URI, brackets allowed) on
     /// `port` is allowed by this entry.
     pub fn allows(&self, host: &str, port: u16) -> bool {
@@ -72,25 +85,41 @@ impl HostPattern {
     }
 }
 
-/// The `wasi:http` hooks of one call: sends what the manifest allows.
+/// The `wasi:http` hooks of one call: sends what the manifest allows, and
+/// what this one call is granted besides (a health check's target, see
+/// `reach`).
 pub struct HttpGate {
     manifest: Arc<Manifest>,
     call_id: String,
+    /// An entry allowed for this call only.
+    extra: Option<HostPattern>,
 }
 
 impl HttpGate {
     /// The gate for a call of the plugin `manifest` describes.
     pub fn new(manifest: Arc<Manifest>, call_id: String) -> Self {
-        Self { manifest, call_id }
+        Self {
+            manifest,
+            call_id,
+            extra: None,
+        }
+    }
+
+    /// Also allows `pattern`, for this call only.
+    pub fn with_extra(mut self, pattern: Option<HostPattern>) -> Self {
+        self.extra = pattern;
+        self
     }
 
     fn allows(&self, host: &str, port: u16) -> bool {
-        self.manifest
-            .permissions
-            .http_hosts
-            .iter()
-            .filter_map(|entry| HostPattern::parse(entry).ok())
-            .any(|pattern| pattern.allows(host, port))
+        self.extra.iter().any(|pattern| pattern.allows(host, port))
+            || self
+                .manifest
+                .permissions
+                .http_hosts
+                .iter()
+                .filter_map(|entry| HostPattern::parse(entry).ok())
+                .any(|pattern| pattern.allows(host, port))
     }
 }
 
@@ -129,7 +158,7 @@ impl WasiHttpHooks for HttpGate {
                 call_id = %self.call_id,
                 host = %host,
                 port,
-                "plugin denied HTTP request: host not in http-hosts"
+                "plugin denied HTTP request: host not in http-hosts (nor its check's target)"
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
@@ -173,6 +202,28 @@ mod tests {
         assert!(allows("127.0.0.1:8080", "127.0.0.1", 8080));
         assert!(allows("[::1]:8080", "[::1]", 8080));
         assert!(allows("[::1]", "[::1]", 1));
+    }
+
+    #[test]
+    fn an_exact_entry_allows_one_host_and_port() {
+        let pattern = HostPattern::exact("[::1]", 8080);
+        assert!(pattern.allows("[::1]", 8080));
+        assert!(!pattern.allows("[::1]", 8081));
+        let gate = |extra| {
+            let manifest = Manifest::parse(
+                "name = \"c\"\nversion = \"0.1.0\"\nkind = \"health-check\"\nteam = \"ops\"\n\
+                 [permissions]\nhttp-hosts = [\"api.example.com\"]",
+            )
+            .unwrap();
+            HttpGate::new(Arc::new(manifest), "call_1".into()).with_extra(extra)
+        };
+        let plain = gate(None);
+        assert!(plain.allows("api.example.com", 443));
+        assert!(!plain.allows("web", 81));
+        let granted = gate(Some(HostPattern::exact("web", 81)));
+        assert!(granted.allows("api.example.com", 443));
+        assert!(granted.allows("web", 81));
+        assert!(!granted.allows("web", 80));
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl Plugins {
                 return Err(err);
             }
         };
-        let wasm_sha256 = sha256_hex(&files.wasm);
+        let wasm_sha256 = content_sha256(&files);
         if self.serves_or_failed(&key, &files.manifest, &wasm_sha256) {
             return Ok(FolderSync::Unchanged);
         }
@@ -214,13 +214,14 @@ impl Plugins {
     /// manifest. The new version is compiled and checked first; only then is
     /// its folder written durably and the version swapped in. If anything
     /// fails, the version serving before goes on serving, and the failure is
-    /// logged and recorded on the plugin.
+    /// logged and recorded on the plugin. `wasm` is `None` for a manifest
+    /// that names a bundled component (`component = "core/<name>"`).
     pub async fn upload(
         &self,
         team: &Name,
         name: &Name,
         manifest_text: String,
-        wasm: Vec<u8>,
+        wasm: Option<Vec<u8>>,
     ) -> Result<Uploaded, LoadError> {
         let root = self.folders.clone().ok_or_else(|| {
             LoadError::Forbidden("this host keeps no plugin folders; uploads are off".into())
@@ -238,7 +239,6 @@ impl Plugins {
         let dir = plugin_dir(&root, team, name)?;
         let key = key_of(team, name);
         let _turn = self.turns.take(&key).await;
-        let wasm_sha256 = sha256_hex(&wasm);
         let source = PluginSource::Directory {
             path: dir.display().to_string(),
         };
@@ -246,6 +246,7 @@ impl Plugins {
             manifest: manifest_text,
             wasm,
         };
+        let wasm_sha256 = content_sha256(&files);
         let content = Some((files.manifest.clone(), wasm_sha256.clone()));
         let outcome = match self
             .place_and_prepare(team, name, files, wasm_sha256, source.clone())
@@ -384,7 +385,7 @@ impl Plugins {
         let wasm_sha256 = sha256_hex(&wasm);
         let files = PluginFiles {
             manifest: manifest_text.to_owned(),
-            wasm,
+            wasm: Some(wasm),
         };
         let ready = self.prepare(manifest, files, wasm_sha256, source).await?;
         Ok(self.install(ready))
@@ -400,12 +401,14 @@ impl Plugins {
         source: PluginSource,
     ) -> Result<Ready, LoadError> {
         let started = Instant::now();
+        let bundled = bundled_component(&manifest, files.wasm.is_some())?;
         // Compiling is CPU-bound and can take a second: keep it off the
         // executor so requests keep flowing.
         let engine = self.runtime.engine().clone();
         let artifacts = self.artifacts.clone();
         let (files, sha, compiled) = tokio::task::spawn_blocking(move || {
-            let compiled = artifacts.component(&engine, &files.wasm, &wasm_sha256);
+            let wasm = bundled.or(files.wasm.as_deref()).unwrap_or_default();
+            let compiled = artifacts.component(&engine, wasm, &wasm_sha256);
             (files, wasm_sha256, compiled)
         })
         .await
@@ -504,6 +507,65 @@ fn check_placement(team: &Name, name: &Name, manifest: &Manifest) -> Result<(), 
         )));
     }
     Ok(())
+}
+
+/// The SHA-256 of the component `files` run, to tell changed files from
+/// unchanged ones: of their own `.wasm`, else of the bundled component their
+/// manifest names (empty if it names none that exists).
+fn content_sha256(files: &PluginFiles) -> String {
+    match &files.wasm {
+        Some(wasm) => sha256_hex(wasm),
+        None => Manifest::parse(&files.manifest)
+            .ok()
+            .and_then(|manifest| {
+                let (_, wasm) = bundled::find(manifest.bundled_component()?)?;
+                Some(sha256_hex(wasm))
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// The bundled component a plugin runs instead of its own, checked: a
+/// manifest naming `component = "core/<name>"` brings no `.wasm` (`own`),
+/// names a plugin that is bundled, and has that plugin's kind. `None` for a
+/// plugin that brings its own component, as every other plugin must.
+fn bundled_component(manifest: &Manifest, own: bool) -> Result<Option<&'static [u8]>, LoadError> {
+    let Some(name) = manifest.bundled_component() else {
+        return if own {
+            Ok(None)
+        } else {
+            Err(LoadError::Mismatch(format!(
+                "the plugin has no component: add its .wasm (an upload's `component` part), \
+                 or name a bundled one with `component = \"{CORE_TEAM}/<name>\"` in plugin.toml"
+            )))
+        };
+    };
+    if own {
+        return Err(LoadError::Mismatch(format!(
+            "plugin.toml names `component = \"{CORE_TEAM}/{name}\"`, so the plugin brings no \
+             .wasm of its own; remove the .wasm or the key"
+        )));
+    }
+    let Some((bundled, wasm)) = bundled::find(name) else {
+        let names: Vec<String> = bundled::PLUGINS
+            .iter()
+            .filter_map(|plugin| Manifest::parse(plugin.manifest).ok())
+            .map(|manifest| format!("{CORE_TEAM}/{}", manifest.name))
+            .collect();
+        return Err(LoadError::Mismatch(format!(
+            "plugin.toml names `component = \"{CORE_TEAM}/{name}\"`, but no such plugin is \
+             bundled (bundled: {})",
+            names.join(", ")
+        )));
+    };
+    if bundled.kind != manifest.kind {
+        return Err(LoadError::Mismatch(format!(
+            "plugin.toml has `kind = \"{}\"`, but its component {CORE_TEAM}/{name} is a {} plugin",
+            manifest.kind.world(),
+            bundled.kind.world()
+        )));
+    }
+    Ok(Some(wasm))
 }
 
 /// The refusal of a plugin placed in the bundled plugins' team.

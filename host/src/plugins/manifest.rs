@@ -50,6 +50,13 @@ pub struct Manifest {
     /// Capabilities a capability plugin promises to offer.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// `core/<name>`: the plugin has no component of its own and runs the
+    /// bundled plugin `<name>`'s component, under this manifest's kind
+    /// (which must be the bundled plugin's), grants and limits. How a team
+    /// gives a bundled strategy (`core/command`, `core/webhook`) its own
+    /// allow-list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     /// What the plugin may use; absent means nothing.
     #[serde(default)]
     pub permissions: Permissions,
@@ -77,6 +84,12 @@ pub struct Permissions {
     /// Local programs the plugin may run.
     #[serde(default)]
     pub commands: Vec<CommandGrant>,
+    /// Health checks only: during each `check` call, and only then, the
+    /// plugin may reach the address its target names (`url`, or `host` and
+    /// `port`): `wasi:http` requests to exactly that host and port, and
+    /// TCP connections to the addresses it resolves to on that port.
+    #[serde(default)]
+    pub reach_target: bool,
 }
 
 /// One program a plugin may run, with the arguments it may pass.
@@ -227,6 +240,22 @@ impl Manifest {
             }
             _ => {}
         }
+        if self.permissions.reach_target && self.kind != PluginKind::HealthCheck {
+            return invalid(
+                "permissions.reach-target",
+                "is only for health-check plugins (the target is what a check probes)",
+            );
+        }
+        if let Some(component) = &self.component
+            && bundled_name(component).is_none()
+        {
+            return Err(ManifestError::Invalid {
+                field: "component",
+                message: format!(
+                    "is {component:?}; it must name a bundled plugin as `core/<name>` ({NAME_RULE})"
+                ),
+            });
+        }
         if let Some(bad) = self.capabilities.iter().find(|c| !is_name(c)) {
             return Err(ManifestError::Invalid {
                 field: "capabilities",
@@ -321,6 +350,12 @@ impl Manifest {
         Ok(())
     }
 
+    /// The bundled plugin whose component this plugin runs, if it names one
+    /// with `component = "core/<name>"`.
+    pub fn bundled_component(&self) -> Option<&str> {
+        self.component.as_deref().and_then(bundled_name)
+    }
+
     /// The grant that lets `program` run with `args`, if any.
     pub fn command_grant(&self, program: &str, args: &[String]) -> Option<&CommandGrant> {
         self.permissions
@@ -336,6 +371,14 @@ impl Manifest {
         }
         Some(self.config.get(key).and_then(config_text))
     }
+}
+
+/// `<name>` of `core/<name>`, if `component` is that with a valid name.
+fn bundled_name(component: &str) -> Option<&str> {
+    component
+        .strip_prefix(super::CORE_TEAM)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|name| is_name(name))
 }
 
 fn config_text(value: &toml::Value) -> Option<String> {
@@ -451,6 +494,58 @@ mod tests {
         );
         let err = Manifest::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("permissions.commands.args"), "{err}");
+    }
+
+    const CHECK: &str = r#"
+        name = "web"
+        version = "0.1.0"
+        kind = "health-check"
+        team = "ops"
+    "#;
+
+    #[test]
+    fn reach_target_is_for_health_checks_only() {
+        let check =
+            Manifest::parse(&format!("{CHECK}\n[permissions]\nreach-target = true")).unwrap();
+        assert!(check.permissions.reach_target);
+        assert!(!Manifest::parse(CHECK).unwrap().permissions.reach_target);
+        for kind in ["capability", "recovery-strategy"] {
+            let text = CHECK.replace("health-check", kind)
+                + if kind == "capability" {
+                    "capabilities = [\"x\"]\n"
+                } else {
+                    ""
+                }
+                + "[permissions]\nreach-target = true";
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("permissions.reach-target") && err.contains("only for health-check"),
+                "{kind}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn component_names_a_bundled_plugin() {
+        let text = format!("{CHECK}component = \"core/http\"\n");
+        let manifest = Manifest::parse(&text).unwrap();
+        assert_eq!(manifest.bundled_component(), Some("http"));
+        assert_eq!(Manifest::parse(CHECK).unwrap().bundled_component(), None);
+        for bad in [
+            "http",
+            "core/",
+            "ops/http",
+            "core/a/b",
+            "core/../x",
+            "core/h.t",
+        ] {
+            let text = format!("{CHECK}component = {bad:?}\n");
+            let err = Manifest::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("`component`") && err.contains("core/<name>"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

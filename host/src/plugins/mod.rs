@@ -22,6 +22,7 @@ mod http;
 mod lifecycle;
 pub mod manifest;
 mod outcome;
+mod reach;
 mod registry;
 mod reports;
 mod runtime;
@@ -45,6 +46,7 @@ pub use host_api::HostContext;
 pub use lifecycle::{FolderSync, Uploaded};
 pub use manifest::{Manifest, ManifestError, PluginKind};
 pub use outcome::{CallError, ErrorKind};
+pub use reach::{Reach, TargetAddress};
 pub use registry::{CapabilityInfo, PluginInfo, PluginLoadState, PluginSource};
 pub use reports::{
     HealthReport, HealthStatus, Incident, Measurement, RecoveryOutcome, RecoveryReport,

@@ -58,6 +58,9 @@ pub struct PluginInfo {
     pub last_error: Option<String>,
     /// What a capability plugin offers.
     pub capabilities: Vec<CapabilityInfo>,
+    /// The bundled component it runs (`core/<name>`), for a plugin that
+    /// brings none of its own; `null` otherwise.
+    pub component: Option<String>,
     /// Where it came from.
     pub source: PluginSource,
     /// When the serving version was loaded.
@@ -170,6 +173,7 @@ impl Plugins {
             state: PluginLoadState::Loaded,
             last_error: None,
             capabilities: plugin.capabilities.clone(),
+            component: manifest.component.clone(),
             source: plugin.source.clone(),
             loaded_at: Some(plugin.loaded_at),
             component_sha256: Some(plugin.wasm_sha256.clone()),
@@ -191,6 +195,7 @@ impl Plugins {
             state: PluginLoadState::Failed,
             last_error: Some(failed.error.clone()),
             capabilities: Vec::new(),
+            component: manifest.and_then(|m| m.component.clone()),
             source: failed.source.clone(),
             loaded_at: None,
             component_sha256: failed.content.as_ref().map(|(_, sha)| sha.clone()),

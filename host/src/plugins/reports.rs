@@ -59,6 +59,16 @@ pub struct Incident {
     /// The check's target.
     #[schema(value_type = Object)]
     pub target: Value,
+    /// This recovery stage's configuration (the health check's `recovery`
+    /// stage, e.g. `{"program": "/usr/bin/systemctl", "args": [...]}`);
+    /// an empty object when absent.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub config: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
 }
 
 /// What one recovery stage did.
@@ -127,6 +137,7 @@ impl From<&Incident> for wit::Incident {
             stage: incident.stage,
             summary: incident.summary.clone(),
             target: incident.target.to_string(),
+            config: incident.config.to_string(),
         }
     }
 }

@@ -644,8 +644,21 @@ fn new_store(
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
     // Deny by default: no preopened directories, no environment, no
     // arguments, no network; stdout is discarded and stderr kept only to
-    // explain a panic.
-    let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+    // explain a panic. A health check granted `reach-target` may reach its
+    // target's address during this call only (see `reach`).
+    let mut wasi = WasiCtx::builder();
+    wasi.stderr(stderr.clone());
+    if let Some(reach) = &host.reach {
+        let who = [
+            host.manifest.team.clone(),
+            host.manifest.name.clone(),
+            host.call_id.clone(),
+        ];
+        reach.grant(&mut wasi, who);
+    }
+    let wasi = wasi.build();
+    let http_gate = HttpGate::new(host.manifest.clone(), host.call_id.clone())
+        .with_extra(host.reach.as_ref().map(|reach| reach.http_pattern()));
     // The most a guest may hand the host in one go: its output (or a
     // key-value value up to its quota) and some room. Past it wasmtime stops
     // the transfer before allocating, which `settle` reports as an output
@@ -657,7 +670,7 @@ fn new_store(
     let state = CallState {
         wasi,
         http: WasiHttpCtx::new(),
-        http_gate: HttpGate::new(host.manifest.clone(), host.call_id.clone()),
+        http_gate,
         table: ResourceTable::new(),
         limiter: CallLimiter {
             max_memory_bytes: (limits.memory_mib << 20) as usize,
