@@ -136,6 +136,7 @@ impl Recovery {
                 stage: index,
                 summary: incident.summary.clone(),
                 target: check.target.clone().unwrap_or_default(),
+                config: stage.config.clone(),
             };
             entry.rt.count_stage(now);
             tracing::info!(check_id = %check.id, incident_id = %input.id, stage = index, strategy = %stage.strategy, "recovery stage started");
