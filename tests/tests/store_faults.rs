@@ -99,7 +99,9 @@ async fn a_full_disk_refuses_writes_with_503_and_the_store_reopens_itself_once_s
     // Dropped last: the host first, then the mount, then the folders.
     let scratch = tempfile::tempdir().expect("temp dir");
     let mount = scratch.path().join("disk");
-    let tmpfs = Tmpfs::mount(&mount, "8m");
+    // Room for the bundled plugins' compiled components (about 6 MiB in
+    // `cache/`) and a store: the test fills whatever is left.
+    let tmpfs = Tmpfs::mount(&mount, "16m");
     let data_dir = mount.join("data");
     // The log stays off the full disk, as an operator's would.
     let mut host = Host::start_with(data_dir, scratch.path().join("logs"));
