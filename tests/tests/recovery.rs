@@ -569,3 +569,157 @@ async fn bad_checks_are_refused_with_the_field_named() {
     let page = client.get(&host.url("/health-checks")).await.expect_ok(200);
     assert_eq!(page["items"], json!([]));
 }
+
+/// Writes an executable shell script.
+fn script(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The Python interpreter itself (not a shim that needs the environment):
+/// the host runs commands with an empty environment.
+fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn accepts(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Kills the service whose pid `start.sh` wrote.
+fn stop_service(dir: &std::path::Path) {
+    let pid = std::fs::read_to_string(dir.join("pid")).unwrap();
+    let status = std::process::Command::new("kill")
+        .arg(pid.trim())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_stopped_service_is_restarted_by_an_allow_listed_command_and_the_incident_resolves() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(dir.join("health"), "ok").unwrap();
+    // The service: Python's HTTP server over this folder, started in the
+    // background by the script the recovery stage is allowed to run.
+    let start = dir.join("start.sh");
+    script(
+        &start,
+        &format!(
+            "cd {dir:?}\n{python:?} -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &\necho $! > pid",
+            python = python()
+        ),
+    );
+    let data = dir.join("data");
+    let folder = data.join("plugins/ops/restart-web");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("plugin.toml"),
+        format!(
+            "name = \"restart-web\"\nversion = \"1.0.0\"\nkind = \"recovery-strategy\"\nteam = \"ops\"\n\
+             component = \"core/command\"\n\
+             [[permissions.commands]]\nprogram = {start:?}\nargs = []\n"
+        ),
+    )
+    .unwrap();
+    assert!(
+        std::process::Command::new(&start)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !accepts(port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let host = Host::start_with(data, dir.join("logs"));
+    let client = Client::new();
+    register(
+        &client,
+        &host,
+        &json!({
+            "id": "web", "name": "web front", "type": "http", "team": "ops",
+            "interval": 200, "timeout": 200, "threshold": 3, "successThreshold": 2,
+            "severity": "critical",
+            "target": {"url": format!("http://127.0.0.1:{port}/health"), "expectStatus": 200, "bodyContains": "ok"},
+            "recovery": [{"strategy": "restart-web", "config": {"program": start, "args": []}, "waitMs": 1500}]
+        }),
+    )
+    .await;
+    register(
+        &client,
+        &host,
+        &json!({
+            "id": "web_port", "name": "web port", "type": "tcp", "team": "ops",
+            "interval": 200, "timeout": 200, "threshold": 3,
+            "target": {"host": "127.0.0.1", "port": port}
+        }),
+    )
+    .await;
+    for id in ["web", "web_port"] {
+        let url = host.url(&format!("/health-checks/{id}"));
+        eventually(30, &format!("{id} to be healthy"), || async {
+            let view = client.get(&url).await.expect_ok(200);
+            (view["state"] == "healthy").then_some(())
+        })
+        .await;
+    }
+
+    stop_service(&dir);
+    let repaired = incident_of(&client, &host, "web", "resolved").await;
+    assert_eq!(repaired["autoRecovered"], true, "{repaired}");
+    assert_eq!(repaired["recoveredByStage"], 0);
+    assert_eq!(repaired["resolvedBy"], "recovery");
+    assert_eq!(repaired["severity"], "critical");
+    assert_eq!(
+        repaired["failures"].as_array().unwrap().len(),
+        3,
+        "{repaired}"
+    );
+    assert_eq!(
+        events(&repaired),
+        [
+            "check_failed:failed",
+            "check_failed:failed",
+            "check_failed:failed",
+            "opened",
+            "stage_started",
+            "stage_finished:recovered",
+            "check_passed:passed",
+            "check_passed:passed",
+            "resolved",
+        ],
+        "{repaired}"
+    );
+    assert!(accepts(port), "the stage started the service again");
+    // The port check saw the same outage; with no stages of its own, its
+    // incident escalated and closed once the service was back.
+    let port_incident = incident_of(&client, &host, "web_port", "resolved").await;
+    assert_eq!(port_incident["resolvedBy"], "check", "{port_incident}");
+    assert_eq!(port_incident["autoRecovered"], false);
+
+    let status = client.get(&host.url("/status")).await.expect_ok(200);
+    let recovery = &status["components"]["autoRecoverySystem"];
+    assert_eq!(recovery["totalIncidents"], 2, "{status}");
+    assert_eq!(recovery["activeIncidents"], 0);
+    assert_eq!(recovery["performance"]["autoRecovered"], 1);
+    assert_eq!(recovery["performance"]["successRate"], 50.0);
+    let metrics = client.get(&host.url("/metrics")).await.expect_ok(200);
+    assert_eq!(metrics["incidentTimeToRecover"]["count"], 1, "{metrics}");
+    stop_service(&dir);
+}
