@@ -2,9 +2,11 @@
 //! of them (register, change, delete, run now; read and resolve incidents).
 //!
 //! Every change to an incident or a budget goes through [`Recovery::change`]:
-//! it takes the writer's turn, changes the check's entry under the state
-//! lock, and writes what changed in one batch, so that writes reach the
-//! store in the order the changes were made.
+//! it takes its check's turn, changes the check's entry under the state
+//! lock, and writes what changed in one batch, so that one check's writes
+//! reach the store in the order its changes were made, while the changes
+//! of different checks are written in parallel (and share the store's
+//! group commits).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +66,8 @@ pub(super) struct Entry {
     pub incident: Option<Incident>,
     /// The recovery running for its incident.
     pub job: Option<tokio::task::AbortHandle>,
+    /// The turn to change and write its incident and budget.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Entry {
@@ -102,8 +106,8 @@ pub struct Recovery {
     pub(super) plugins: Arc<Plugins>,
     pub(super) clock: Clock,
     state: Mutex<State>,
-    /// The turn to change and write incidents and budgets.
-    writer: tokio::sync::Mutex<()>,
+    /// The turn to change the set of checks and their definitions.
+    definitions: tokio::sync::Mutex<()>,
     /// Pokes the check loop when a check is added or its schedule changes.
     wake: Arc<Notify>,
     /// Recovery slots, host-wide.
@@ -136,7 +140,7 @@ impl Recovery {
             plugins: deps.plugins,
             clock: deps.clock,
             state: Mutex::new(State::default()),
-            writer: tokio::sync::Mutex::new(()),
+            definitions: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
             slots: Arc::new(Semaphore::new(deps.max_concurrent_recoveries.max(1))),
             next_id: AtomicU64::new(0),
@@ -170,6 +174,7 @@ impl Recovery {
                         probing: false,
                         incident: None,
                         job: None,
+                        turn: Arc::default(),
                     },
                 );
             }
@@ -260,7 +265,8 @@ impl Recovery {
         check_id: &str,
         change: impl FnOnce(&mut State, &mut Vec<Op>, Timestamp) -> R,
     ) -> Option<R> {
-        let _turn = self.writer.lock().await;
+        let turn = self.lock().checks.get(check_id)?.turn.clone();
+        let _turn = turn.lock().await;
         let (ops, answer) = {
             let mut state = self.lock();
             let now = self.clock.now();
@@ -657,7 +663,7 @@ impl Recovery {
             .clone()
             .ok_or_else(|| RecoveryError::invalid("id", "is required"))?;
         let check = new.build(id, team, self.clock.now())?;
-        let _turn = self.writer.lock().await;
+        let _definitions = self.definitions.lock().await;
         {
             let state = self.lock();
             if state.checks.contains_key(&check.id) {
@@ -692,6 +698,7 @@ impl Recovery {
                 probing: false,
                 incident: None,
                 job: None,
+                turn: Arc::default(),
             };
             let view = view_of(&entry, self.clock.now());
             state.checks.insert(entry.check.id.clone(), entry);
@@ -780,7 +787,9 @@ impl Recovery {
                 format!("must be the path's id, {id}"),
             ));
         }
-        let _turn = self.writer.lock().await;
+        let _definitions = self.definitions.lock().await;
+        let turn = self.turn_of(id)?;
+        let _turn = turn.lock().await;
         let check = {
             let state = self.lock();
             let entry = state
@@ -818,7 +827,9 @@ impl Recovery {
 
     /// Deletes check `id`; its open incident is resolved, saying so.
     pub async fn delete(&self, id: &Name, by: &str) -> Result<(), RecoveryError> {
-        let _turn = self.writer.lock().await;
+        let _definitions = self.definitions.lock().await;
+        let turn = self.turn_of(id)?;
+        let _turn = turn.lock().await;
         let ops = {
             let state = self.lock();
             let entry = state
@@ -863,6 +874,14 @@ impl Recovery {
         }
         tracing::info!(check_id = %id, "health check deleted");
         Ok(())
+    }
+
+    fn turn_of(&self, id: &Name) -> Result<Arc<tokio::sync::Mutex<()>>, RecoveryError> {
+        self.lock()
+            .checks
+            .get(id.as_str())
+            .map(|entry| entry.turn.clone())
+            .ok_or_else(|| RecoveryError::CheckNotFound(id.to_string()))
     }
 
     /// Check `id` and where it stands.
