@@ -114,7 +114,9 @@ async fn main() {
         })
         .await;
         assert_eq!(incident["autoRecovered"], true, "{incident}");
-        recovered.push((at(&incident["resolvedAt"]) - at(&incident["openedAt"])).as_seconds_f64() * 1000.0);
+        recovered.push(
+            (at(&incident["resolvedAt"]) - at(&incident["openedAt"])).as_seconds_f64() * 1000.0,
+        );
     }
     recovered.sort_by(f64::total_cmp);
     println!(
@@ -148,7 +150,9 @@ async fn listen() -> (u16, tokio::task::JoinHandle<()>) {
 }
 
 async fn listen_on(port: u16) -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         loop {

@@ -300,12 +300,18 @@ impl Host {
     /// Starts a host with the test guests `(name, component)` installed as
     /// team `testing`'s plugins.
     pub fn start_with_installed(installed: &[(&str, &str)]) -> Self {
+        Self::start_with_installed_and_args(installed, &[])
+    }
+
+    /// The same, with `args` added to `serve`.
+    pub fn start_with_installed_and_args(installed: &[(&str, &str)], args: &[&str]) -> Self {
         let scratch = tempfile::tempdir().expect("temp dir");
         let data = scratch.path().join("data");
         for (name, wasm) in installed {
             install_guest(&data, name, wasm);
         }
-        let mut host = Self::start_with(data, scratch.path().join("logs"));
+        let args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut host = Self::spawn(data, scratch.path().join("logs"), args);
         host._scratch = Some(scratch);
         host
     }

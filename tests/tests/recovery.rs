@@ -410,6 +410,65 @@ async fn a_check_that_flaps_stops_repairs_and_settles() {
 }
 
 #[tokio::test]
+async fn recoveries_beyond_the_host_wide_bound_wait_their_turn() {
+    let host = Host::start_with_installed_and_args(
+        &[
+            ("checker", guests::GUEST_CHECKER),
+            ("fixer", guests::GUEST_FIXER),
+        ],
+        &["--max-concurrent-recoveries", "1"],
+    );
+    let client = Client::new();
+    // Each stage spins until the fixer's 1 s limit.
+    for id in ["first", "second"] {
+        register(
+            &client,
+            &host,
+            &check(
+                id,
+                json!({"status": "unhealthy", "do": "spin"}),
+                1,
+                &["fixer"],
+            ),
+        )
+        .await;
+    }
+    // While one runs its stage, the other waits for the one slot; never
+    // both at once.
+    let url = host.url("/incidents?status=active");
+    let mut saw_queued = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = client.get(&url).await.expect_ok(200);
+        let steps: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["recovery"]["step"].as_str().unwrap().to_owned())
+            .collect();
+        let busy = steps
+            .iter()
+            .filter(|s| *s == "running" || *s == "rechecking")
+            .count();
+        assert!(busy <= 1, "{steps:?}");
+        if busy == 1 && steps.iter().any(|s| s == "queued") {
+            saw_queued = true;
+        }
+        if steps.is_empty() && saw_queued {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{steps:?} {saw_queued}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for id in ["first", "second"] {
+        incident_of(&client, &host, id, "escalated").await;
+    }
+}
+
+#[tokio::test]
 async fn hostile_probes_fail_their_own_check_and_nothing_else() {
     let host = start();
     let client = Client::new();
