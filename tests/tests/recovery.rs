@@ -586,6 +586,42 @@ async fn bad_checks_are_refused_with_the_field_named() {
         assert_eq!(reply.expect_error(422), "invalid_request", "{field}");
         assert!(reply.text.contains(field), "{field}: {}", reply.text);
     }
+    // A team's checks together ask for at most 5,000 probes a second.
+    let mut greedy = base.clone();
+    greedy["id"] = json!("greedy");
+    greedy["interval"] = json!(100);
+    greedy["initialDelay"] = json!(86_400_000);
+    // Registered 50 at a time: they share the store's commits.
+    let base_url = host.url("");
+    for chunk in 0..10 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in chunk * 50..(chunk + 1) * 50 {
+            let mut body = greedy.clone();
+            body["id"] = json!(format!("greedy{n}"));
+            let url = format!("{base_url}/health-checks");
+            tasks.spawn(async move {
+                Client::new()
+                    .post_json(&url, &body.to_string())
+                    .await
+                    .expect_ok(201);
+            });
+        }
+        tasks.join_all().await;
+    }
+    greedy["id"] = json!("one_too_many");
+    let reply = client
+        .post_json(&host.url("/health-checks"), &greedy.to_string())
+        .await;
+    assert_eq!(reply.expect_error(422), "invalid_request");
+    assert!(reply.text.contains("probes a second"), "{}", reply.text);
+    for chunk in 0..10 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in chunk * 50..(chunk + 1) * 50 {
+            let url = format!("{base_url}/health-checks/greedy{n}");
+            tasks.spawn(async move { Client::new().delete(&url).await.expect_ok(200) });
+        }
+        tasks.join_all().await;
+    }
     register(&client, &host, &base).await;
     let code = client
         .post_json(&host.url("/health-checks"), &base.to_string())

@@ -32,6 +32,11 @@ use crate::store::{Op, Store};
 /// Most health checks one host runs.
 pub const MAX_CHECKS: usize = 10_000;
 
+/// Most probes a second one team's checks may ask for together (a check at
+/// a 1 s interval asks for one): so that one team cannot buy the host's
+/// CPU with short intervals.
+pub const MAX_TEAM_PROBES_PER_SEC: f64 = 5_000.0;
+
 /// What [`Recovery::open`] needs.
 pub struct RecoveryDeps {
     /// Durable state.
@@ -752,6 +757,23 @@ impl Recovery {
                     ));
                 }
             }
+        }
+        let rate = |c: &HealthCheck| 1000.0 / c.interval as f64;
+        let team_rate: f64 = state
+            .checks
+            .values()
+            .filter(|e| e.check.team == check.team && e.check.id != check.id)
+            .map(|e| rate(&e.check))
+            .sum::<f64>()
+            + rate(check);
+        if team_rate > MAX_TEAM_PROBES_PER_SEC {
+            return Err(RecoveryError::invalid(
+                "interval",
+                format!(
+                    "would make team {:?}'s checks run {team_rate:.0} probes a second; a team may run at most {MAX_TEAM_PROBES_PER_SEC:.0}",
+                    check.team
+                ),
+            ));
         }
         // A cycle would go through this check: walk up from its parents.
         let mut seen: Vec<&str> = Vec::new();
