@@ -340,6 +340,7 @@ mod tests {
 
     #[test]
     fn the_budget_counts_runs_in_its_window_and_refills_after_steady_health() {
+        // Budget: 2 runs a 60 s window, full again after 10 s of passes.
         let check = check(1, 1);
         let mut rt = CheckRuntime::default();
         let at = |s| Timestamp::EARLIEST.plus(Duration::from_secs(s));
@@ -347,29 +348,25 @@ mod tests {
         rt.count_stage(at(0));
         rt.count_stage(at(1));
         assert_eq!(rt.budget_left(&check.budget, at(2)), 0, "spent");
+        // Passing, but not for the refill period yet.
+        rt.observe(&check, &result(3, true));
+        rt.observe(&check, &result(8, true));
         assert_eq!(
-            rt.budget_left(&check.budget, at(60)),
-            1,
-            "the first run left the window"
-        );
-        rt.count_stage(at(60));
-        assert_eq!(rt.budget_left(&check.budget, at(61)), 0);
-        // Passing for the refill period fills it up again.
-        rt.observe(&check, &result(70, true));
-        rt.observe(&check, &result(75, true));
-        assert_eq!(
-            rt.budget_left(&check.budget, at(76)),
+            rt.budget_left(&check.budget, at(9)),
             0,
             "not steady long enough"
         );
-        rt.observe(&check, &result(80, true));
-        assert_eq!(rt.budget_left(&check.budget, at(81)), 2, "refilled");
+        rt.observe(&check, &result(13, true));
+        assert_eq!(rt.budget_left(&check.budget, at(14)), 2, "refilled");
         // A failure breaks the steady period.
-        rt.count_stage(at(82));
-        rt.observe(&check, &result(83, false));
-        rt.observe(&check, &result(90, true));
-        rt.observe(&check, &result(95, true));
-        assert_eq!(rt.budget_left(&check.budget, at(96)), 1);
+        rt.count_stage(at(15));
+        rt.observe(&check, &result(16, false));
+        rt.observe(&check, &result(20, true));
+        rt.observe(&check, &result(25, true));
+        assert_eq!(rt.budget_left(&check.budget, at(26)), 1);
+        // A run leaves the window 60 s after it ran.
+        assert_eq!(rt.budget_left(&check.budget, at(74)), 1);
+        assert_eq!(rt.budget_left(&check.budget, at(75)), 2);
     }
 
     #[test]
