@@ -113,19 +113,17 @@ pub struct HttpMetrics {
 }
 
 impl MetricsSnapshot {
-    /// Gathers the numbers.
-    pub fn gather(
-        uptime_seconds: f64,
-        workers: u64,
-        tasks: TaskCounts,
-        plugins: PluginTotals,
-        plans: PlanCounts,
-        start_delay: &DelayHistogram,
-        incidents: IncidentCounts,
-        recovery: &RecoveryMetrics,
-        http: &HttpStats,
-    ) -> (Self, BTreeMap<(String, String, u16), u64>) {
-        let requests = http.snapshot();
+    /// Gathers the numbers of every module of `app`.
+    pub fn gather(app: &crate::App) -> (Self, BTreeMap<(String, String, u16), u64>) {
+        let uptime_seconds = app.started.elapsed().as_secs_f64();
+        let workers = app.workers.count();
+        let tasks = app.tasks.counts();
+        let plugins = app.plugins.totals();
+        let plans = app.plans.counts();
+        let start_delay = app.plans.start_delay();
+        let incidents = app.recovery.counts();
+        let recovery: &RecoveryMetrics = app.recovery.metrics();
+        let requests = app.http.snapshot();
         let mut by_status = BTreeMap::new();
         for ((_, _, status), count) in &requests {
             *by_status.entry(*status).or_default() += count;

@@ -247,17 +247,7 @@ async fn metrics(
         Some(MetricsFormat::Prometheus) => true,
         Some(MetricsFormat::Json) => false,
     };
-    let (snapshot, requests) = MetricsSnapshot::gather(
-        app.started.elapsed().as_secs_f64(),
-        app.workers.count(),
-        app.tasks.counts(),
-        app.plugins.totals(),
-        app.plans.counts(),
-        app.plans.start_delay(),
-        app.recovery.counts(),
-        app.recovery.metrics(),
-        &app.http,
-    );
+    let (snapshot, requests) = MetricsSnapshot::gather(&app);
     if wants_text {
         let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
         return Ok((

@@ -405,7 +405,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut NewHealthCheck)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut NewHealthCheck)>;
+        let cases: Vec<(&str, Spoil)> = vec![
             ("interval", Box::new(|c| c.interval = 5)),
             ("timeout", Box::new(|c| c.timeout = 40_000)),
             ("threshold", Box::new(|c| c.threshold = 0)),

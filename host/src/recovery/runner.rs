@@ -32,14 +32,18 @@ pub(super) enum JobStart {
 /// What the next step of a recovery is.
 enum Step {
     /// Run this stage.
-    Run {
-        index: u32,
-        stage: Stage,
-        check: Arc<HealthCheck>,
-        input: plugins::Incident,
-    },
+    Run(Box<StageRun>),
     /// Nothing more to do: resolved, escalated, flapping, or gone.
     Stop,
+}
+
+/// A stage about to run: its index, definition, check, and what the
+/// strategy is handed.
+struct StageRun {
+    index: u32,
+    stage: Stage,
+    check: Arc<HealthCheck>,
+    input: plugins::Incident,
 }
 
 /// What a re-check found.
@@ -69,21 +73,17 @@ impl Recovery {
                     Recheck::Resolved | Recheck::Stop => break,
                 }
             }
-            let Step::Run {
-                index,
-                stage,
-                check,
-                input,
-            } = self.next_step(&check_id).await
-            else {
+            let Step::Run(run) = self.next_step(&check_id).await else {
                 break;
             };
-            let outcome = self.run_stage(&check, &stage, &input).await;
-            let wait = self.record_stage(&check_id, index, &stage, outcome).await;
+            let outcome = self.run_stage(&run.check, &run.stage, &run.input).await;
+            let wait = self
+                .record_stage(&check_id, run.index, &run.stage, outcome)
+                .await;
             let Some(wait) = wait else { break };
             let until = self.clock.now().plus(wait);
             self.clock.sleep_until(until).await;
-            recheck_after = Some(index);
+            recheck_after = Some(run.index);
         }
         self.job_ended(&check_id);
     }
@@ -140,12 +140,12 @@ impl Recovery {
             };
             entry.rt.count_stage(now);
             tracing::info!(check_id = %check.id, incident_id = %input.id, stage = index, strategy = %stage.strategy, "recovery stage started");
-            Some(Step::Run {
+            Some(Step::Run(Box::new(StageRun {
                 index,
                 stage,
                 check,
                 input,
-            })
+            })))
         })
         .await
         .flatten()
