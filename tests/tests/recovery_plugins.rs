@@ -584,7 +584,7 @@ async fn the_wait_strategy_leaves_the_waiting_to_the_host() {
     // A check is not a strategy, and the other way round.
     let (code, _) = error(
         &check(&client, &host, "core/plugins/wait", json!({})).await,
-        502,
+        422,
     );
     assert_eq!(code, "wrong_kind");
 }

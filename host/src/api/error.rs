@@ -274,11 +274,15 @@ impl From<InvokeError> for ApiError {
 }
 
 /// The status a failed plugin call answers with, by its kind: the caller's
-/// input (422), a plugin that failed (502), one that ran out of time (504),
+/// input or an export the plugin does not have (422), a plugin that failed (502), one that ran out of time (504),
 /// or a host that has no room or no plugin for it now (503).
 fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::InvalidInput | ErrorKind::Unsupported => StatusCode::UNPROCESSABLE_ENTITY,
+        // Asking a plugin for an export of another kind (a check of a
+        // strategy) is the caller's mistake, like an unknown capability.
+        ErrorKind::InvalidInput | ErrorKind::Unsupported | ErrorKind::WrongKind => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Busy | ErrorKind::HostMemory | ErrorKind::Unavailable => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -289,7 +293,6 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         | ErrorKind::Trap
         | ErrorKind::OutputTooLarge
         | ErrorKind::InvalidOutput
-        | ErrorKind::WrongKind
         | ErrorKind::Host => StatusCode::BAD_GATEWAY,
     }
 }

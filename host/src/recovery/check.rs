@@ -348,14 +348,13 @@ pub struct CheckView {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CheckQuery {
     /// Only checks of this team.
-    #[param(value_type = Option<String>)]
     pub team: Option<Name>,
     /// Only checks in this state.
     pub state: Option<CheckState>,
-    /// Page size, 1 to 500 (default 50).
+    /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// `nextCursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    /// Where the page starts: the `nextCursor` of the page before.
     pub cursor: Option<Name>,
 }
 

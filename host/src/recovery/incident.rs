@@ -233,17 +233,15 @@ pub struct IncidentQuery {
     /// Only incidents in this status.
     pub status: Option<IncidentStatus>,
     /// Only incidents of this check.
-    #[param(value_type = Option<String>)]
     pub check_id: Option<Name>,
     /// Only incidents of this severity.
     pub severity: Option<Severity>,
     /// Only incidents of this team.
-    #[param(value_type = Option<String>)]
     pub team: Option<Name>,
-    /// Page size, 1 to 500 (default 50).
+    /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// `nextCursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    /// Where the page starts: the `nextCursor` of the page before.
     pub cursor: Option<Name>,
 }
 
