@@ -256,6 +256,7 @@ async fn metrics(
         app.plans.start_delay(),
         app.recovery.counts(),
         app.recovery.metrics(),
+        app.alert_outbox.metrics(),
         &app.http,
     );
     if wants_text {
