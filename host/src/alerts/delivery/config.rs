@@ -899,7 +899,7 @@ email = ["dev@example.com"]
         let cases = [
             (
                 FULL.replace("port = 2525", "port = 2525\nhots = 1"),
-                "channels.email: unknown field `hots`",
+                "channels.email.hots: unknown field `hots`",
             ),
             (
                 FULL.replace("max-attempts = 3", "max-attempts = 0"),

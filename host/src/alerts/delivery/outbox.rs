@@ -202,7 +202,7 @@ impl Outbox {
                 tracing::warn!(
                     alert_id = %next.notice.alert_id,
                     incident_id = %next.notice.incident_id.as_deref().unwrap_or("-"),
-                    channel = next.channel.as_str(),
+                    channel = %next.channel.as_str(),
                     delivery = %next.id,
                     "an alert delivery was being sent when the host stopped; sending it again"
                 );
@@ -579,7 +579,7 @@ impl Outbox {
             .flat_map(|(old, new)| self.records.put_ops(old, new))
             .collect();
         if let Err(err) = self.records.write(ops).await {
-            tracing::warn!(error = %err, channel = channel.as_str(), "cannot record an alert send before it starts; trying later");
+            tracing::warn!(error = %err, channel = %channel.as_str(), "cannot record an alert send before it starts; trying later");
             let retry_at = self.clock.now().plus(REWRITE_AFTER);
             let ids: Vec<String> = members.iter().map(|d| d.id.clone()).collect();
             self.settle(&send_id, &ids, members, Some(retry_at));
@@ -630,7 +630,7 @@ impl Outbox {
                     tracing::info!(
                         alert_id = %notice.alert_id,
                         incident_id = %notice.incident_id.as_deref().unwrap_or("-"),
-                        channel = channel.as_str(),
+                        channel = %channel.as_str(),
                         delivery = %new.id,
                         send = %send_id,
                         grouped,
@@ -657,7 +657,7 @@ impl Outbox {
                             tracing::warn!(
                                 alert_id = %notice.alert_id,
                                 incident_id = %notice.incident_id.as_deref().unwrap_or("-"),
-                                channel = channel.as_str(),
+                                channel = %channel.as_str(),
                                 delivery = %new.id,
                                 attempt = new.attempts_made,
                                 error = %failure.error,
@@ -671,7 +671,7 @@ impl Outbox {
                             tracing::error!(
                                 alert_id = %notice.alert_id,
                                 incident_id = %notice.incident_id.as_deref().unwrap_or("-"),
-                                channel = channel.as_str(),
+                                channel = %channel.as_str(),
                                 delivery = %new.id,
                                 attempts = new.attempts_made,
                                 error = %failure.error,
@@ -692,7 +692,7 @@ impl Outbox {
         // again: try until the store takes it (a fault episode ends by
         // itself) or shutdown aborts this send.
         while let Err(err) = self.records.write(ops.clone()).await {
-            tracing::warn!(error = %err, channel = channel.as_str(), "cannot record an alert send's outcome; trying again");
+            tracing::warn!(error = %err, channel = %channel.as_str(), "cannot record an alert send's outcome; trying again");
             tokio::time::sleep(REWRITE_AFTER).await;
         }
         let ids: Vec<String> = finished.iter().map(|d| d.id.clone()).collect();
