@@ -166,6 +166,7 @@ pub struct HttpMetrics {
 
 impl MetricsSnapshot {
     /// Gathers the numbers.
+    #[allow(clippy::too_many_arguments)] // one source per subsystem, named at the one call
     pub fn gather(
         uptime_seconds: f64,
         workers: u64,
