@@ -37,7 +37,9 @@ pub use config::{
     ChannelsView, ConfigError, DEFAULT_GROUPS, DeliveryConfig, DeliveryPolicy, Group, Secret,
     SmtpSecurity, fill_template, mask,
 };
-pub use outbox::{ChannelMetrics, DeliveryMetrics, Outbox, OutboxDeps, TestNotice};
+pub use outbox::{
+    ChannelMetrics, DeliveryMetrics, Outbox, OutboxDeps, TestNotice, TestQueued, TestSeverity,
+};
 pub use records::{DeliveryPage, DeliveryQuery};
 
 use serde::{Deserialize, Serialize};

@@ -124,7 +124,30 @@ pub struct TestNotice {
     /// `critical` (the default; sent at once), `high` or `medium` (which
     /// wait for the grouping window).
     #[serde(default)]
-    pub severity: Option<String>,
+    pub severity: Option<TestSeverity>,
+}
+
+/// The severity of a test notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TestSeverity {
+    /// Sent at once.
+    Critical,
+    /// Waits for the grouping window.
+    High,
+    /// Waits for the grouping window.
+    Medium,
+}
+
+impl TestSeverity {
+    /// The word notices carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "critical",
+            Self::High => "high",
+            Self::Medium => "medium",
+        }
+    }
 }
 
 /// What `POST /alert-channels/test` queued.
@@ -382,13 +405,11 @@ impl Outbox {
                 format!("names no recipient group; there are {known:?}"),
             ));
         }
-        let severity = test.severity.unwrap_or_else(|| "critical".to_owned());
-        if !matches!(severity.as_str(), "critical" | "high" | "medium") {
-            return Err(invalid(
-                "severity",
-                "must be critical, high or medium".into(),
-            ));
-        }
+        let severity = test
+            .severity
+            .unwrap_or(TestSeverity::Critical)
+            .as_str()
+            .to_owned();
         let mut channels = test.channels.unwrap_or_else(|| ChannelKind::ALL.to_vec());
         channels.sort();
         channels.dedup();

@@ -57,6 +57,7 @@ pub struct DeliveryQuery {
     /// Only deliveries on this channel.
     pub channel: Option<ChannelKind>,
     /// At most this many (1 to 500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// Where the previous page ended (`nextCursor`).
     pub cursor: Option<String>,
