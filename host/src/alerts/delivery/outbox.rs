@@ -291,7 +291,10 @@ impl Outbox {
         let mut queued = Vec::new();
         for (channel, group_name) in targets {
             let channel = *channel;
-            let addresses: Result<&[String], String> = if self.config.file.is_none() {
+            let nothing_configured = ChannelKind::ALL
+                .into_iter()
+                .all(|c| !self.config.channels.is_configured(c));
+            let addresses: Result<&[String], String> = if nothing_configured {
                 Err(
                     "no alert channels are configured (start the host with --alerts-config FILE)"
                         .to_owned(),
