@@ -5,6 +5,7 @@
 //! [`server::serve`], which puts them behind HTTP. `ARCHITECTURE.md` at the
 //! repository root has the map.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod authoring;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alerts::delivery::{DeliveryConfig, Outbox, OutboxDeps};
 use auth::Tokens;
 use engine::{Clock, Loops};
 use plans::{ActionPlans, PlanDeps};
@@ -60,6 +62,10 @@ pub struct AppConfig {
     pub retention: Duration,
     /// Most incidents whose recovery stages run at once.
     pub max_concurrent_recoveries: usize,
+    /// The alert channels, recipient groups and delivery policy
+    /// (`--alerts-config FILE`); none: every alert delivery is recorded
+    /// `skipped`.
+    pub alerts: Option<DeliveryConfig>,
 }
 
 /// Requests a second an API token may send by default.
@@ -75,6 +81,7 @@ impl AppConfig {
             token_rate_per_sec: DEFAULT_TOKEN_RATE_PER_SEC,
             retention: engine::RETENTION_DEFAULT,
             max_concurrent_recoveries: 8,
+            alerts: None,
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct App {
     pub plans: Arc<ActionPlans>,
     /// Health checks, incidents and their recovery.
     pub recovery: Arc<Recovery>,
+    /// The alert outbox: deliveries to email, Slack, SMS and PagerDuty.
+    pub alert_outbox: Arc<Outbox>,
     /// HTTP counters for `/metrics`.
     pub http: api::HttpStats,
     /// When the host started.
@@ -169,6 +178,13 @@ impl App {
             max_concurrent_recoveries: config.max_concurrent_recoveries,
         };
         let recovery = Recovery::open(recovery_deps, &loops).await?;
+        let outbox_deps = OutboxDeps {
+            store: store.clone(),
+            clock,
+            config: config.alerts.clone().unwrap_or_default(),
+            retention: config.retention,
+        };
+        let alert_outbox = Outbox::open(outbox_deps, &loops).await?;
         loops.spawn("memory-trim", trim_memory_forever);
         Ok(Arc::new(Self {
             tokens,
@@ -180,6 +196,7 @@ impl App {
             tasks,
             plans,
             recovery,
+            alert_outbox,
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),
@@ -197,7 +214,11 @@ impl App {
         // A recovery stopped here goes on from its step after the next start.
         self.recovery.stop();
         let left = grace.saturating_sub(started.elapsed());
-        tokio::join!(self.tasks.drain(left), self.plans.drain(left));
+        tokio::join!(
+            self.tasks.drain(left),
+            self.plans.drain(left),
+            self.alert_outbox.drain(left)
+        );
     }
 }
 

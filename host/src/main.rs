@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use autoagent::alerts::delivery::{ConfigError, DeliveryConfig};
 use autoagent::auth::{Role, Tokens};
 use autoagent::authoring::{self, AuthoringError, NewPlugin, Push};
 use autoagent::plugins::PluginKind;
@@ -108,6 +109,11 @@ struct ServeArgs {
     /// wait their turn.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     max_concurrent_recoveries: u32,
+    /// The alert channels file (TOML: channels, recipient groups, delivery
+    /// policy; see the README). Without it no alert channel is configured
+    /// and alert deliveries are recorded as skipped.
+    #[arg(long, value_name = "FILE")]
+    alerts_config: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -234,7 +240,12 @@ fn serve_command(args: &ServeArgs) -> ExitCode {
         .expect("building the tokio runtime");
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<NeedsTokens>() || err.is::<NeedsTls>() || err.is::<TlsError>() => {
+        Err(err)
+            if err.is::<NeedsTokens>()
+                || err.is::<NeedsTls>()
+                || err.is::<TlsError>()
+                || err.is::<ConfigError>() =>
+        {
             eprintln!("autoagent: {err}");
             ExitCode::from(2)
         }
@@ -377,6 +388,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let mut config = AppConfig::new(&args.data_dir);
+    if let Some(path) = &args.alerts_config {
+        config.alerts = Some(DeliveryConfig::load(path)?);
+    }
     config.anonymous_is_admin = listen.ip().is_loopback();
     config.token_rate_per_sec = args.token_rate_limit;
     config.retention = std::time::Duration::from_secs(u64::from(args.retention_days) * 86_400);

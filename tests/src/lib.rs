@@ -53,6 +53,8 @@ pub struct Host {
     /// Arguments given to `serve` besides `--listen`, `--data-dir` and
     /// `--log-dir`, kept for [`Host::restart`].
     extra_args: Vec<String>,
+    /// Environment variables given to the host, kept for [`Host::restart`].
+    extra_env: Vec<(String, String)>,
     /// The data folder (redb file, plugin folders).
     pub data_dir: PathBuf,
     /// The log folder.
@@ -88,8 +90,37 @@ impl Host {
         Self::spawn(data_dir, log_dir, Vec::new())
     }
 
+    /// Starts a host with extra arguments and environment variables (kept
+    /// for [`Host::restart`]).
+    pub fn start_with_args_and_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut host = Self::spawn_with_env(
+            scratch.path().join("data"),
+            scratch.path().join("logs"),
+            args,
+            env,
+        );
+        host._scratch = Some(scratch);
+        host
+    }
+
     fn spawn(data_dir: PathBuf, log_dir: PathBuf, extra_args: Vec<String>) -> Self {
+        Self::spawn_with_env(data_dir, log_dir, extra_args, Vec::new())
+    }
+
+    fn spawn_with_env(
+        data_dir: PathBuf,
+        log_dir: PathBuf,
+        extra_args: Vec<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
         let mut child = Command::new(binary())
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .arg("--log-dir")
@@ -134,6 +165,7 @@ impl Host {
             origin: format!("{scheme}://{address}"),
             address,
             extra_args,
+            extra_env,
             data_dir,
             log_dir,
             _scratch: None,
@@ -213,10 +245,11 @@ impl Host {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the host first");
         let scratch = self._scratch.take();
-        let mut fresh = Self::spawn(
+        let mut fresh = Self::spawn_with_env(
             self.data_dir.clone(),
             self.log_dir.clone(),
             self.extra_args.clone(),
+            self.extra_env.clone(),
         );
         fresh._scratch = scratch;
         *self = fresh;

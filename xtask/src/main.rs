@@ -13,6 +13,10 @@ use std::process::{Command, ExitCode, Stdio};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
+/// The aiosmtpd release the alert delivery tests run as their SMTP server,
+/// from PyPI.
+const AIOSMTPD: &str = "1.4.6";
+
 /// The schemathesis release the fuzz run is pinned to, from PyPI.
 const SCHEMATHESIS: &str = "4.32.5";
 
@@ -127,6 +131,7 @@ fn build_for_tests() -> Result<(), String> {
 fn test(args: &[String]) -> Result<(), String> {
     // The black-box tests start the real binary, so build it first.
     build_for_tests()?;
+    ensure_aiosmtpd()?;
     let mut test = cargo();
     test.args(["test", "--release", "--workspace"]).args(args);
     test.env(
@@ -135,6 +140,32 @@ fn test(args: &[String]) -> Result<(), String> {
     );
     run(test)?;
     fuzz_api()
+}
+
+/// Installs the pinned aiosmtpd (the real SMTP server the alert delivery
+/// tests send mail to) if it is not there yet.
+fn ensure_aiosmtpd() -> Result<(), String> {
+    let version = Command::new("python3")
+        .args(["-m", "aiosmtpd", "--version"])
+        .output();
+    if version.is_ok_and(|out| {
+        String::from_utf8_lossy(&out.stdout).contains(AIOSMTPD)
+            || String::from_utf8_lossy(&out.stderr).contains(AIOSMTPD)
+    }) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing aiosmtpd {AIOSMTPD} from PyPI (the alert delivery tests' SMTP server)"
+    );
+    let mut install = Command::new("python3");
+    install.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        &format!("aiosmtpd=={AIOSMTPD}"),
+    ]);
+    run(install)
 }
 
 /// Installs the pinned schemathesis if it is not there yet.

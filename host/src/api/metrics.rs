@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::alerts::delivery::{ChannelKind, DeliveryMetrics};
 use crate::engine::DelayHistogram;
 use crate::plans::PlanCounts;
 use crate::plugins::PluginTotals;
@@ -70,8 +71,13 @@ pub struct MetricsSnapshot {
     pub incident_detection: DelayMetrics,
     /// From an incident opening to a recovery stage repairing it.
     pub incident_time_to_recover: DelayMetrics,
+    /// Alert delivery attempts per channel, and event-to-delivery latency.
+    pub alert_deliveries: AlertDeliveryMetrics,
     /// HTTP requests answered.
     pub http: HttpMetrics,
+    #[serde(skip)]
+    #[schema(ignore)]
+    alert_latency: Histogram,
     /// The histogram itself, for the text rendering.
     #[serde(skip)]
     #[schema(ignore)]
@@ -101,6 +107,52 @@ impl DelayMetrics {
     }
 }
 
+/// Alert deliveries in the JSON rendering.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertDeliveryMetrics {
+    /// From a notice's event to its delivery, all channels.
+    pub latency: DelayMetrics,
+    /// Per channel.
+    pub channels: BTreeMap<String, AlertChannelMetrics>,
+}
+
+/// One channel's alert deliveries.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertChannelMetrics {
+    /// Attempts the receiver took.
+    pub sent: u64,
+    /// Attempts that failed.
+    pub failed: u64,
+    /// From the event to the delivery.
+    pub latency: DelayMetrics,
+}
+
+impl AlertDeliveryMetrics {
+    fn of(metrics: &DeliveryMetrics) -> Self {
+        use std::sync::atomic::Ordering;
+        let channels = ChannelKind::ALL
+            .into_iter()
+            .map(|channel| {
+                let counters = metrics.channel(channel);
+                (
+                    channel.as_str().to_owned(),
+                    AlertChannelMetrics {
+                        sent: counters.sent.load(Ordering::Relaxed),
+                        failed: counters.failed.load(Ordering::Relaxed),
+                        latency: DelayMetrics::of(metrics.channel_latency(channel)),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            latency: DelayMetrics::of(&metrics.latency),
+            channels,
+        }
+    }
+}
+
 /// HTTP counters in the JSON rendering.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -123,6 +175,7 @@ impl MetricsSnapshot {
         let start_delay = app.plans.start_delay();
         let incidents = app.recovery.counts();
         let recovery: &RecoveryMetrics = app.recovery.metrics();
+        let alerts: &DeliveryMetrics = app.alert_outbox.metrics();
         let requests = app.http.snapshot();
         let mut by_status = BTreeMap::new();
         for ((_, _, status), count) in &requests {
@@ -141,6 +194,8 @@ impl MetricsSnapshot {
             incident_time_to_recover: DelayMetrics::of(&recovery.time_to_recover),
             detection: recovery.detection.histogram(),
             time_to_recover: recovery.time_to_recover.histogram(),
+            alert_deliveries: AlertDeliveryMetrics::of(alerts),
+            alert_latency: alerts.latency.histogram(),
             http: HttpMetrics {
                 requests: requests.values().sum(),
                 by_status,
@@ -273,6 +328,27 @@ impl MetricsSnapshot {
             "incident_time_to_recover_seconds",
             "Time from an incident opening to a recovery stage repairing it",
             self.time_to_recover.clone(),
+        );
+        let deliveries = Family::<Vec<(String, String)>, Counter>::default();
+        for (channel, counts) in &self.alert_deliveries.channels {
+            for (outcome, count) in [("sent", counts.sent), ("failed", counts.failed)] {
+                deliveries
+                    .get_or_create(&vec![
+                        ("channel".to_owned(), channel.clone()),
+                        ("outcome".to_owned(), outcome.to_owned()),
+                    ])
+                    .inc_by(count);
+            }
+        }
+        registry.register(
+            "alert_deliveries",
+            "Alert delivery attempts, by channel and outcome",
+            deliveries,
+        );
+        registry.register(
+            "alert_delivery_latency_seconds",
+            "Time from an alert's event to its delivery being taken by the receiver",
+            self.alert_latency.clone(),
         );
         let http = Family::<Vec<(String, String)>, Counter>::default();
         for ((method, route, status), count) in requests {

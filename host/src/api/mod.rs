@@ -6,6 +6,7 @@
 //! Routes are registered together with their OpenAPI description, so the
 //! document served at `/openapi.json` lists every route there is.
 
+mod alert_delivery;
 mod error;
 mod extract;
 mod metrics;
@@ -67,6 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(plans::routes())
         .merge(recovery::routes())
         .merge(tokens::routes())
+        .merge(alert_delivery::routes())
         .split_for_parts();
     // Rendered once: the document is the same for every request.
     let doc = axum::body::Bytes::from(
