@@ -225,6 +225,69 @@ impl Incident {
     }
 }
 
+/// What happened to an incident, as alerting hears of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentChange {
+    /// It opened (active or suppressed; see the incident's status).
+    Opened,
+    /// It escalated: people must act.
+    Escalated,
+    /// Its check started flapping.
+    Flapping,
+    /// Its check settled.
+    Settled,
+    /// The check it depended on passes again: it is active now.
+    Unsuppressed,
+    /// It was resolved.
+    Resolved,
+}
+
+/// A change of an incident, with the incident as it is after it.
+#[derive(Debug, Clone)]
+pub struct IncidentEvent {
+    /// What changed.
+    pub change: IncidentChange,
+    /// The incident after the change.
+    pub incident: Incident,
+}
+
+impl IncidentEvent {
+    /// The changes from `before` to `after` (none, one or several).
+    pub fn between(before: Option<&Incident>, after: Option<&Incident>) -> Vec<Self> {
+        let Some(after) = after else {
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        let was = |status: IncidentStatus| before.is_some_and(|b| b.status == status);
+        if before.is_none() {
+            changes.push(IncidentChange::Opened);
+        }
+        if after.status == IncidentStatus::Active && was(IncidentStatus::Suppressed) {
+            changes.push(IncidentChange::Unsuppressed);
+        }
+        let was_flapping = before.is_some_and(|b| b.flapping);
+        if after.flapping && !was_flapping && before.is_some() {
+            changes.push(IncidentChange::Flapping);
+        }
+        if !after.flapping && was_flapping {
+            changes.push(IncidentChange::Settled);
+        }
+        if after.status == IncidentStatus::Escalated && !was(IncidentStatus::Escalated) {
+            changes.push(IncidentChange::Escalated);
+        }
+        if after.status == IncidentStatus::Resolved && before.is_none_or(|b| b.status.is_open()) {
+            changes.push(IncidentChange::Resolved);
+        }
+        changes
+            .into_iter()
+            .map(|change| Self {
+                change,
+                incident: after.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Filters and paging of `GET /incidents`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -255,4 +318,87 @@ pub struct IncidentPage {
     pub limit: usize,
     /// Where the next page starts; none on the last page.
     pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(status: IncidentStatus, flapping: bool) -> Incident {
+        Incident {
+            id: "incident_1".into(),
+            check_id: "web".into(),
+            check_name: "web".into(),
+            team: "default".into(),
+            severity: Severity::High,
+            status,
+            summary: String::new(),
+            failures: Vec::new(),
+            flapping,
+            recovery: RecoveryStep::Idle,
+            next_stage: 0,
+            parent_incident: None,
+            auto_recovered: false,
+            recovered_by_stage: None,
+            resolution: None,
+            resolved_by: None,
+            detection_ms: 0,
+            opened_at: Timestamp::EARLIEST,
+            updated_at: Timestamp::EARLIEST,
+            escalated_at: None,
+            resolved_at: None,
+            timeline: Vec::new(),
+            timeline_dropped: 0,
+        }
+    }
+
+    fn changes(before: Option<&Incident>, after: Option<&Incident>) -> Vec<IncidentChange> {
+        IncidentEvent::between(before, after)
+            .into_iter()
+            .map(|e| e.change)
+            .collect()
+    }
+
+    #[test]
+    fn each_change_of_an_incident_is_one_event() {
+        use IncidentChange as C;
+        use IncidentStatus as S;
+        let active = incident(S::Active, false);
+        assert_eq!(changes(None, Some(&active)), [C::Opened]);
+        assert_eq!(
+            changes(None, Some(&incident(S::Escalated, false))),
+            [C::Opened, C::Escalated]
+        );
+        assert_eq!(changes(Some(&active), Some(&active)), []);
+        assert_eq!(changes(Some(&active), None), []);
+        assert_eq!(
+            changes(Some(&active), Some(&incident(S::Active, true))),
+            [C::Flapping]
+        );
+        assert_eq!(
+            changes(
+                Some(&incident(S::Active, true)),
+                Some(&incident(S::Resolved, false))
+            ),
+            [C::Settled, C::Resolved]
+        );
+        assert_eq!(
+            changes(Some(&incident(S::Suppressed, false)), Some(&active)),
+            [C::Unsuppressed]
+        );
+        assert_eq!(
+            changes(
+                Some(&incident(S::Escalated, false)),
+                Some(&incident(S::Resolved, false))
+            ),
+            [C::Resolved]
+        );
+        assert_eq!(
+            changes(
+                Some(&incident(S::Resolved, false)),
+                Some(&incident(S::Resolved, false))
+            ),
+            []
+        );
+    }
 }

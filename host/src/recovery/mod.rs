@@ -20,12 +20,12 @@ mod service;
 
 pub use check::{Budget, CheckPage, CheckQuery, CheckView, HealthCheck, NewHealthCheck, Stage};
 pub use incident::{
-    Incident, IncidentPage, IncidentQuery, IncidentStatus, RecoveryStep, TimelineEntry,
-    TimelineEvent,
+    Incident, IncidentChange, IncidentEvent, IncidentPage, IncidentQuery, IncidentStatus,
+    RecoveryStep, TimelineEntry, TimelineEvent,
 };
 pub use records::IncidentCounts;
 pub use rules::{CheckResult, CheckState, ResultStatus};
-pub use service::{Recovery, RecoveryDeps, RecoveryMetrics};
+pub use service::{EVENT_BACKLOG, Recovery, RecoveryDeps, RecoveryMetrics};
 
 use serde::{Deserialize, Serialize};
 

@@ -18,7 +18,8 @@ use tokio::sync::{Notify, Semaphore};
 use super::RecoveryError;
 use super::check::{CheckPage, CheckQuery, CheckView, HealthCheck, NewHealthCheck};
 use super::incident::{
-    Incident, IncidentPage, IncidentQuery, IncidentStatus, RecoveryStep, TimelineEvent,
+    Incident, IncidentEvent, IncidentPage, IncidentQuery, IncidentStatus, RecoveryStep,
+    TimelineEvent,
 };
 use super::records::{IncidentCounts, RecoveryRecords, prune_forever};
 use super::rules::{CheckResult, CheckRuntime, FlapChange, ResultStatus};
@@ -36,6 +37,10 @@ pub const MAX_CHECKS: usize = 10_000;
 /// a 1 s interval asks for one): so that one team cannot buy the host's
 /// CPU with short intervals.
 pub const MAX_TEAM_PROBES_PER_SEC: f64 = 5_000.0;
+
+/// Events a slow listener may fall behind by before it must read the open
+/// incidents again.
+pub const EVENT_BACKLOG: usize = 4096;
 
 /// What [`Recovery::open`] needs.
 pub struct RecoveryDeps {
@@ -118,6 +123,8 @@ pub struct Recovery {
     /// Recovery slots, host-wide.
     pub(super) slots: Arc<Semaphore>,
     next_id: AtomicU64,
+    /// What happens to incidents, for alerting.
+    events: tokio::sync::broadcast::Sender<IncidentEvent>,
     /// Totals for `/status`, seeded from the store.
     total: AtomicU64,
     auto_recovered: AtomicU64,
@@ -149,6 +156,7 @@ impl Recovery {
             wake: Arc::new(Notify::new()),
             slots: Arc::new(Semaphore::new(deps.max_concurrent_recoveries.max(1))),
             next_id: AtomicU64::new(0),
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
             total: AtomicU64::new(totals.total),
             auto_recovered: AtomicU64::new(totals.auto_recovered),
             resolved: AtomicU64::new(totals.resolved),
@@ -272,6 +280,7 @@ impl Recovery {
     ) -> Option<R> {
         let turn = self.lock().checks.get(check_id)?.turn.clone();
         let _turn = turn.lock().await;
+        let mut events = Vec::new();
         let (ops, answer) = {
             let mut state = self.lock();
             let now = self.clock.now();
@@ -287,6 +296,7 @@ impl Recovery {
                     let runs = entry.rt.stage_runs.iter().copied().collect();
                     ops.push(self.records.put_stage_runs_op(check_id, runs));
                 }
+                events = IncidentEvent::between(before.as_ref(), entry.incident.as_ref());
                 let closed = self.settle_incident(entry, before.as_ref(), &mut ops, now);
                 if let Some(id) = closed {
                     state.open.remove(&id);
@@ -296,6 +306,11 @@ impl Recovery {
         };
         if let Err(err) = self.records.write(ops).await {
             tracing::error!(check_id = %check_id, error = %err, "could not write a change of a health check's incident");
+        }
+        for event in events {
+            // Nobody listening is fine; a listener that fell behind reads
+            // the open incidents again (see `subscribe`).
+            let _ = self.events.send(event);
         }
         Some(answer)
     }
@@ -337,9 +352,9 @@ impl Recovery {
             auto_recovered = incident.auto_recovered,
             "incident resolved"
         );
-        if let Some(job) = entry.job.take() {
-            job.abort();
-        }
+        // The recovery, if one runs, is not aborted here: this may be that
+        // recovery's own change, still to be written. It sees the incident
+        // resolved and ends; a resolve by hand aborts it itself.
         entry.rt.reset_failures();
         entry.incident.take().map(|i| i.id)
     }
@@ -1039,7 +1054,11 @@ impl Recovery {
                 let entry = state.checks.get_mut(&check_id)?;
                 let open = entry.incident.as_mut().filter(|i| i.id == id)?;
                 open.resolve(now, by, resolution);
-                Some(open.clone())
+                let resolved = open.clone();
+                if let Some(job) = entry.job.take() {
+                    job.abort();
+                }
+                Some(resolved)
             })
             .await
             .flatten();
@@ -1053,6 +1072,25 @@ impl Recovery {
                 message: format!("incident {id} was resolved meanwhile"),
             }),
         }
+    }
+
+    /// What happens to incidents from now on: opened, escalated, flapping,
+    /// settled, back from suppression, resolved. Events are sent once the
+    /// change is written. A receiver that falls more than
+    /// [`EVENT_BACKLOG`] events behind gets `Lagged` and should read
+    /// [`Recovery::open_incidents`] again; at start, likewise, the open
+    /// incidents are the state to begin from.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<IncidentEvent> {
+        self.events.subscribe()
+    }
+
+    /// Every open incident, as it is now.
+    pub fn open_incidents(&self) -> Vec<Incident> {
+        self.lock()
+            .checks
+            .values()
+            .filter_map(|e| e.incident.clone())
+            .collect()
     }
 
     /// Totals for `/status`, from memory.
