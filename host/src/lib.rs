@@ -110,6 +110,8 @@ pub struct App {
     pub recovery: Arc<Recovery>,
     /// The alert outbox: deliveries to email, Slack, SMS and PagerDuty.
     pub alert_outbox: Arc<Outbox>,
+    /// The alert rules in force.
+    pub alert_rules: Arc<alerts::rules::RuleBook>,
     /// HTTP counters for `/metrics`.
     pub http: api::HttpStats,
     /// When the host started.
@@ -185,6 +187,7 @@ impl App {
             retention: config.retention,
         };
         let alert_outbox = Outbox::open(outbox_deps, &loops).await?;
+        let alert_rules = Arc::new(alerts::rules::RuleBook::open(&store)?);
         loops.spawn("memory-trim", trim_memory_forever);
         Ok(Arc::new(Self {
             tokens,
@@ -197,6 +200,7 @@ impl App {
             plans,
             recovery,
             alert_outbox,
+            alert_rules,
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),

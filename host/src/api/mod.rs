@@ -7,6 +7,7 @@
 //! document served at `/openapi.json` lists every route there is.
 
 mod alert_delivery;
+mod alerts;
 mod error;
 mod extract;
 mod metrics;
@@ -69,6 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(recovery::routes())
         .merge(tokens::routes())
         .merge(alert_delivery::routes())
+        .merge(alerts::routes())
         .split_for_parts();
     // Rendered once: the document is the same for every request.
     let doc = axum::body::Bytes::from(
