@@ -17,6 +17,8 @@ use crate::recovery::Severity;
 pub const MAX_STEPS: usize = 10;
 /// Most recipient groups one step names.
 pub const MAX_GROUPS: usize = 20;
+/// Longest description of a rule, in characters.
+pub const MAX_DESCRIPTION: usize = 500;
 /// Longest wait before an escalation step, in milliseconds (one week).
 pub const MAX_AFTER_MS: u64 = 7 * 86_400_000;
 
@@ -133,6 +135,12 @@ impl AlertRules {
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
+            if rule.description.chars().count() > MAX_DESCRIPTION {
+                return Err((
+                    format!("{at}.description"),
+                    format!("is longer than {MAX_DESCRIPTION} characters"),
+                ));
+            }
             check_audience(&at, &rule.channels, &rule.recipients, known_group)?;
             if rule.escalation.len() > MAX_STEPS {
                 return Err((
@@ -224,6 +232,12 @@ mod tests {
         let mut rules = AlertRules::default();
         rules.rules.pop();
         assert_eq!(rules.validate(&known).unwrap_err().0, "rules");
+        let mut rules = AlertRules::default();
+        rules.rules[0].description = "x".repeat(501);
+        assert_eq!(
+            rules.validate(&known).unwrap_err().0,
+            "rules[0].description"
+        );
         let mut rules = AlertRules::default();
         rules.rules[2].channels.clear();
         assert_eq!(rules.validate(&known).unwrap_err().0, "rules[2].channels");
