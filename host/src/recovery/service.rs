@@ -476,12 +476,11 @@ impl Recovery {
             .change(check_id, |state, _, now| {
                 let parents = state.checks.get(check_id)?.check.depends_on.clone();
                 let failing_parent = state.failing_parent(&parents);
-                let incident_id = self.incident_id(now);
                 let entry = state.checks.get_mut(check_id)?;
                 if scheduled {
                     entry.probing = false;
                 }
-                let start = self.judge(entry, &result, failing_parent, incident_id, now);
+                let start = self.judge(entry, &result, failing_parent, now);
                 if let Some(incident) = &entry.incident {
                     let id = incident.id.clone();
                     state.open.insert(id, check_id.to_owned());
@@ -502,7 +501,6 @@ impl Recovery {
         entry: &mut Entry,
         result: &CheckResult,
         failing_parent: Option<(String, Option<String>)>,
-        new_id: String,
         now: Timestamp,
     ) -> Option<JobStart> {
         let check = entry.check.clone();
@@ -517,7 +515,8 @@ impl Recovery {
             if !((result.failed() && observed.reached_threshold) || flapping_now) {
                 return None;
             }
-            let incident = open_incident(&check, &entry.rt, result, failing_parent, new_id, now);
+            let id = self.incident_id(now);
+            let incident = open_incident(&check, &entry.rt, result, failing_parent, id, now);
             tracing::warn!(
                 check_id = %check.id,
                 incident_id = %incident.id,
