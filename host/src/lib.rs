@@ -112,6 +112,8 @@ pub struct App {
     pub alert_outbox: Arc<Outbox>,
     /// The alert rules in force.
     pub alert_rules: Arc<alerts::rules::RuleBook>,
+    /// Alerts: raised, escalated, acknowledged, silenced, resolved.
+    pub alerts: Arc<alerts::Alerts>,
     /// HTTP counters for `/metrics`.
     pub http: api::HttpStats,
     /// When the host started.
@@ -188,6 +190,18 @@ impl App {
         };
         let alert_outbox = Outbox::open(outbox_deps, &loops).await?;
         let alert_rules = Arc::new(alerts::rules::RuleBook::open(&store)?);
+        let alert_deps = alerts::AlertsDeps {
+            store: store.clone(),
+            clock,
+            retention: config.retention,
+            outbox: alert_outbox.clone(),
+            rules: alert_rules.clone(),
+            recovery: recovery.clone(),
+            plans: plans.clone(),
+            workers: workers.clone(),
+            plugins: plugins.clone(),
+        };
+        let alerts = alerts::Alerts::open(alert_deps, &loops).await?;
         loops.spawn("memory-trim", trim_memory_forever);
         Ok(Arc::new(Self {
             tokens,
@@ -201,6 +215,7 @@ impl App {
             recovery,
             alert_outbox,
             alert_rules,
+            alerts,
             store,
             http: api::HttpStats::default(),
             started: Instant::now(),

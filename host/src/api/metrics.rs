@@ -71,6 +71,8 @@ pub struct MetricsSnapshot {
     pub incident_detection: DelayMetrics,
     /// From an incident opening to a recovery stage repairing it.
     pub incident_time_to_recover: DelayMetrics,
+    /// Alerts raised, open by status, escalations and re-notifications.
+    pub alerts: crate::alerts::AlertCounts,
     /// Alert delivery attempts per channel, and event-to-delivery latency.
     pub alert_deliveries: AlertDeliveryMetrics,
     /// HTTP requests answered.
@@ -194,6 +196,7 @@ impl MetricsSnapshot {
             incident_time_to_recover: DelayMetrics::of(&recovery.time_to_recover),
             detection: recovery.detection.histogram(),
             time_to_recover: recovery.time_to_recover.histogram(),
+            alerts: app.alerts.counts(),
             alert_deliveries: AlertDeliveryMetrics::of(alerts),
             alert_latency: alerts.latency.histogram(),
             http: HttpMetrics {
@@ -318,6 +321,31 @@ impl MetricsSnapshot {
             "incidents_auto_recovered",
             "Incidents a recovery stage repaired",
             counter(self.incidents.auto_recovered),
+        );
+        registry.register(
+            "alerts_raised",
+            "Alerts ever raised",
+            counter(self.alerts.raised),
+        );
+        let open_alerts = Family::<Vec<(String, String)>, Gauge>::default();
+        for (status, n) in [
+            ("firing", self.alerts.firing),
+            ("acknowledged", self.alerts.acknowledged),
+            ("held", self.alerts.held),
+        ] {
+            open_alerts
+                .get_or_create(&vec![("status".to_owned(), status.to_owned())])
+                .set(n as i64);
+        }
+        registry.register(
+            "alerts_open",
+            "Alerts open now, by status (held: waiting for recovery, silenced or suppressed)",
+            open_alerts,
+        );
+        registry.register(
+            "alert_escalations",
+            "Escalation steps taken since the host started",
+            counter(self.alerts.escalations),
         );
         registry.register(
             "incident_detection_seconds",

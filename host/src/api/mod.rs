@@ -71,6 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(tokens::routes())
         .merge(alert_delivery::routes())
         .merge(alerts::routes())
+        .merge(alerts::alert_routes())
         .split_for_parts();
     // Rendered once: the document is the same for every request.
     let doc = axum::body::Bytes::from(

@@ -40,7 +40,7 @@ struct Resolution {
 
 /// Who did something, as records name them: the token's id, or `local`
 /// for the local operator of a loopback host.
-fn actor(identity: &Identity) -> String {
+pub(super) fn actor(identity: &Identity) -> String {
     match identity {
         Identity::Local => "local".to_owned(),
         other => format!("token:{}", other.token_id()),

@@ -22,7 +22,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(metrics))
 }
 
-/// `GET /status`, in the shape of the user's guide, plus `storage`.
+/// `GET /status`, in the shape of the user's guide, plus `storage` and
+/// `alerts`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Status {
@@ -30,6 +31,7 @@ struct Status {
     version: &'static str,
     components: Components,
     storage: Storage,
+    alerts: crate::alerts::AlertCounts,
 }
 
 /// Whether the store takes writes. While it is `unavailable` (a full disk,
@@ -198,6 +200,7 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             },
         },
         storage: storage.into(),
+        alerts: app.alerts.counts(),
     }))
 }
 

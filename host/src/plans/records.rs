@@ -76,7 +76,16 @@ pub(super) struct PlanRecords {
     table: IndexedTable<Plan>,
     totals: Counters,
     templates: Table<Template>,
+    /// Plans whose execution ended (succeeded or failed), sent once written.
+    ended: tokio::sync::broadcast::Sender<Plan>,
 }
+
+/// Plan endings a slow listener may fall behind by before it is told it
+/// lagged.
+const ENDED_BACKLOG: usize = 1024;
+
+/// Most failed plans [`PlanRecords::failed_since`] returns.
+pub(super) const MAX_FAILED_SINCE: usize = 1000;
 
 impl PlanRecords {
     /// Opens the tables, indexing again a store indexed at another version.
@@ -86,6 +95,7 @@ impl PlanRecords {
             table: IndexedTable::new(store, PLANS, PLANS_INDEX, PLANS_INDEX_COUNTS),
             totals: store.counters(PLAN_TOTALS),
             templates: store.table(TEMPLATES),
+            ended: tokio::sync::broadcast::channel(ENDED_BACKLOG).0,
         };
         if records.table.index_version()? != INDEX_VERSION {
             let indexed = records.table.rebuild_index(INDEX_VERSION).await?;
@@ -134,11 +144,32 @@ impl PlanRecords {
         self.store.write(batch).await
     }
 
-    /// Replaces `old` with `new`, counting an execution that ended.
+    /// Replaces `old` with `new`, counting an execution that ended; once
+    /// written, an execution that ended is announced to
+    /// [`PlanRecords::subscribe_ended`].
     pub async fn change(&self, old: &Plan, new: &Plan) -> Result<(), StoreError> {
         let mut batch = crate::store::Batch::new();
         batch.extend(self.change_ops(old, new));
-        self.store.write(batch).await
+        self.store.write(batch).await?;
+        let ended = matches!(new.status, PlanStatus::Succeeded | PlanStatus::Failed);
+        if ended && old.status != new.status {
+            // Nobody listening is fine: the send only fails then.
+            let _ = self.ended.send(new.clone());
+        }
+        Ok(())
+    }
+
+    /// Plans whose execution ends from now on, as written.
+    pub fn subscribe_ended(&self) -> tokio::sync::broadcast::Receiver<Plan> {
+        self.ended.subscribe()
+    }
+
+    /// Failed plans created at `since` or later (plan ids grow with their
+    /// creation time), oldest first, at most [`MAX_FAILED_SINCE`].
+    pub fn failed_since(&self, since: Timestamp) -> Result<Vec<Plan>, StoreError> {
+        let filter = vec![(field::STATUS, PlanStatus::Failed.as_str().to_owned())];
+        let after = format!("plan_{:013}", since.unix_millis().max(0));
+        Ok(self.table.page(&filter, Some(&after), MAX_FAILED_SINCE)?.items)
     }
 
     fn change_ops(&self, old: &Plan, new: &Plan) -> Vec<Op> {

@@ -65,6 +65,19 @@ pub struct ActionPlans {
 }
 
 impl ActionPlans {
+    /// Plans whose execution ends (succeeded or failed) from now on, each
+    /// sent once its state is written. A receiver that lags should read
+    /// [`ActionPlans::failed_since`].
+    pub fn subscribe_ended(&self) -> tokio::sync::broadcast::Receiver<Plan> {
+        self.records.subscribe_ended()
+    }
+
+    /// Failed plans created at `since` or later, oldest first (at most
+    /// 1,000): what a listener that lagged or restarted looks through.
+    pub fn failed_since(&self, since: Timestamp) -> Result<Vec<Plan>, PlanError> {
+        Ok(self.records.failed_since(since)?)
+    }
+
     /// Loads the templates and the plans that were executing when the host
     /// stopped (resuming them: see [`super::executor`]), and starts the
     /// executor on `loops`.

@@ -287,6 +287,31 @@ pub fn resolve(mut worker: Worker, plugins: &Plugins, active_tasks: usize) -> Wo
     }
 }
 
+/// The workers that are unhealthy now (none of their capabilities
+/// resolves to a loaded plugin), each with why, in id order: what alerting
+/// watches. A worker taken out of service is not counted.
+pub fn unhealthy(workers: &Workers, plugins: &Plugins) -> Vec<(Worker, String)> {
+    workers
+        .list()
+        .into_iter()
+        .filter(|w| w.status == WorkerStatus::Idle)
+        .filter_map(|worker| {
+            let unresolved = worker
+                .capabilities
+                .iter()
+                .all(|c| plugins.resolve_capability(&worker.team, c).is_none());
+            unresolved.then(|| {
+                let why = format!(
+                    "none of its capabilities ({}) resolves to a loaded plugin of team {:?} or \"core\"",
+                    worker.capabilities.join(", "),
+                    worker.team
+                );
+                (worker, why)
+            })
+        })
+        .collect()
+}
+
 fn validate(new: &NewWorker) -> Result<(), WorkerError> {
     let invalid = |field, message: &str| {
         Err(WorkerError::Invalid {

@@ -152,7 +152,7 @@ impl Group {
 }
 
 /// `[delivery]`: retries, grouping and limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryPolicy {
     /// Attempts per delivery before it is `failed`.
     pub max_attempts: u32,
@@ -167,6 +167,9 @@ pub struct DeliveryPolicy {
     pub attempt_timeout: Duration,
     /// Sends in flight at once per channel.
     pub concurrency: usize,
+    /// The address people reach this host's API at, for the links in
+    /// notices (`link-base`).
+    pub link_base: String,
 }
 
 impl Default for DeliveryPolicy {
@@ -178,9 +181,13 @@ impl Default for DeliveryPolicy {
             group_window: Duration::from_millis(30_000),
             attempt_timeout: Duration::from_millis(10_000),
             concurrency: 8,
+            link_base: DEFAULT_LINK_BASE.to_owned(),
         }
     }
 }
+
+/// The links' base when the file names none: the host on its default port.
+pub const DEFAULT_LINK_BASE: &str = "http://localhost:50000";
 
 /// The whole alerts file, checked, with its secrets read.
 #[derive(Debug, Clone)]
@@ -292,6 +299,7 @@ struct FileDelivery {
     group_window_ms: Option<u64>,
     attempt_timeout_ms: Option<u64>,
     concurrency: Option<usize>,
+    link_base: Option<String>,
 }
 
 /// Most addresses of one channel in one group.
@@ -373,6 +381,13 @@ impl DeliveryConfig {
                 None => defaults.concurrency,
                 Some(n) if (1..=256).contains(&n) => n,
                 Some(_) => return Err("delivery.concurrency: must be 1 to 256".into()),
+            },
+            link_base: match &d.link_base {
+                None => defaults.link_base,
+                Some(base) => {
+                    check_http_url("delivery.link-base", base)?;
+                    base.trim_end_matches('/').to_owned()
+                }
             },
         };
         if policy.max_backoff < policy.backoff {
@@ -609,6 +624,7 @@ impl DeliveryConfig {
                 group_window_ms: self.policy.group_window.as_millis() as u64,
                 attempt_timeout_ms: self.policy.attempt_timeout.as_millis() as u64,
                 concurrency: self.policy.concurrency,
+                link_base: self.policy.link_base.clone(),
             },
         }
     }
@@ -813,6 +829,8 @@ pub struct PolicyView {
     pub attempt_timeout_ms: u64,
     /// Sends at once per channel.
     pub concurrency: usize,
+    /// The base of links in notices.
+    pub link_base: String,
 }
 
 #[cfg(test)]

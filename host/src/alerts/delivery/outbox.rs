@@ -631,7 +631,7 @@ impl Outbox {
         };
         let took = started.elapsed();
         let now = self.clock.now();
-        let policy = self.config.policy;
+        let policy = &self.config.policy;
         let backoff = Backoff {
             base: policy.backoff,
             max: policy.max_backoff,
