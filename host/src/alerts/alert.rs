@@ -343,7 +343,11 @@ impl Alert {
             Hold::Suppressed => {
                 self.status = AlertStatus::Suppressed;
                 self.due_at = None;
-                self.note(now, "held", "its check is suppressed under a failing parent");
+                self.note(
+                    now,
+                    "held",
+                    "its check is suppressed under a failing parent",
+                );
                 None
             }
             Hold::Silence { id, ends_at } => {
@@ -502,7 +506,10 @@ impl Alert {
         self.note(now, "resolved", format!("by {by}: {resolution}"));
         let mut targets: Vec<(ChannelKind, String)> = Vec::new();
         for notice in &self.notices {
-            if matches!(notice.event, NoticeEvent::Acknowledge | NoticeEvent::Resolve) {
+            if matches!(
+                notice.event,
+                NoticeEvent::Acknowledge | NoticeEvent::Resolve
+            ) {
                 continue;
             }
             for channel in &notice.channels {
@@ -548,7 +555,6 @@ impl Alert {
         }
         groups
     }
-
 
     /// The next escalation step of its rule, as it stands, with when it is
     /// due; for `GET /alerts/{id}`.
@@ -703,7 +709,9 @@ mod tests {
         let mut alert = alert(Severity::Critical);
         alert.fire(&rules, at(0));
         alert.escalate(&rules, at(1000)).unwrap();
-        let ack = alert.acknowledge("alice", Some(at(5000)), at(1500)).unwrap();
+        let ack = alert
+            .acknowledge("alice", Some(at(5000)), at(1500))
+            .unwrap();
         assert_eq!(ack.event, NoticeEvent::Acknowledge);
         assert!(
             ack.targets.iter().all(|t| t.0 == ChannelKind::PagerDuty),
@@ -714,8 +722,16 @@ mod tests {
         assert_eq!(alert.escalate(&rules, at(3000)), None, "acknowledged");
         let again = alert.renotify(&rules, at(5000));
         assert_eq!(again.event, NoticeEvent::Renotify);
-        assert!(again.targets.contains(&(ChannelKind::Sms, "OnCall".to_owned())));
-        assert!(again.targets.contains(&(ChannelKind::Email, "Admin".to_owned())));
+        assert!(
+            again
+                .targets
+                .contains(&(ChannelKind::Sms, "OnCall".to_owned()))
+        );
+        assert!(
+            again
+                .targets
+                .contains(&(ChannelKind::Email, "Admin".to_owned()))
+        );
         assert_eq!(alert.status, AlertStatus::Firing);
         assert_eq!(alert.due_at, Some(at(7000)), "step 2 after its wait");
     }
@@ -727,10 +743,12 @@ mod tests {
         told.fire(&rules, at(0));
         let resolve = told.resolve("incident", "recovered", at(100)).unwrap();
         assert_eq!(resolve.event, NoticeEvent::Resolve);
-        assert!(resolve.targets.iter().all(|t| matches!(
-            t.0,
-            ChannelKind::PagerDuty | ChannelKind::Slack
-        )));
+        assert!(
+            resolve
+                .targets
+                .iter()
+                .all(|t| matches!(t.0, ChannelKind::PagerDuty | ChannelKind::Slack))
+        );
         assert_eq!(resolve.targets.len(), 6);
         let mut held = alert(Severity::High);
         assert_eq!(

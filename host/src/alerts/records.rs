@@ -81,7 +81,11 @@ impl AlertRecords {
             AlertStatus::Firing,
             AlertStatus::Acknowledged,
         ] {
-            open.extend(self.table.load_where(field::STATUS, status.as_str()).await?);
+            open.extend(
+                self.table
+                    .load_where(field::STATUS, status.as_str())
+                    .await?,
+            );
         }
         Ok(open)
     }
@@ -113,7 +117,11 @@ impl AlertRecords {
     /// A page of the alerts matching `query`, limited to `only_team` when
     /// the caller sees one team. Reads the store: call it off the async
     /// workers.
-    pub fn page(&self, query: &AlertQuery, only_team: Option<&str>) -> Result<AlertPage, StoreError> {
+    pub fn page(
+        &self,
+        query: &AlertQuery,
+        only_team: Option<&str>,
+    ) -> Result<AlertPage, StoreError> {
         let limit = query.limit.unwrap_or(50).clamp(1, 500);
         let Some(team) = crate::auth::team_filter(only_team, query.team.as_deref()) else {
             return Ok(AlertPage {

@@ -363,7 +363,13 @@ impl Alerts {
     /// opens, released when recovery gives up or it flaps, resolved when
     /// it is. Idempotent, so an event seen twice (or a reconciliation)
     /// changes nothing more.
-    fn on_incident(&self, work: &mut Work, incident: &Incident, rules: &AlertRules, now: Timestamp) {
+    fn on_incident(
+        &self,
+        work: &mut Work,
+        incident: &Incident,
+        rules: &AlertRules,
+        now: Timestamp,
+    ) {
         let key = source_key(SourceKind::Incident, &incident.id);
         let existing = self.open_of(work, &key);
         if !incident.status.is_open() {
@@ -843,10 +849,16 @@ impl Alerts {
             AlertStatus::Firing => after.escalate(rules, now),
             AlertStatus::Waiting => {
                 let incident = self.incident_of_alert(&alert);
-                after.note(now, "updated", "the recovery is still running; it waited long enough");
+                after.note(
+                    now,
+                    "updated",
+                    "the recovery is still running; it waited long enough",
+                );
                 after.due_at = None;
                 match incident {
-                    Some(i) if !i.status.is_open() => after.resolve("incident", "the incident was resolved", now),
+                    Some(i) if !i.status.is_open() => {
+                        after.resolve("incident", "the incident was resolved", now)
+                    }
                     _ => Some(after.fire(rules, now)),
                 }
             }
@@ -1074,7 +1086,8 @@ impl Alerts {
         limit: usize,
         only_team: Option<&str>,
     ) -> (Vec<Silence>, Option<String>) {
-        self.silences.page(after, limit, only_team, self.clock.now())
+        self.silences
+            .page(after, limit, only_team, self.clock.now())
     }
 
     /// Counts for `/status` and `/metrics`, from memory.
@@ -1124,10 +1137,7 @@ fn incident_title(incident: &Incident) -> String {
         IncidentStatus::Resolved => "recovered",
         _ => "down",
     };
-    format!(
-        "{} ({}) is {state}",
-        incident.check_name, incident.check_id
-    )
+    format!("{} ({}) is {state}", incident.check_name, incident.check_id)
 }
 
 fn incident_of(alert: &Alert) -> &str {

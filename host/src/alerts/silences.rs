@@ -255,10 +255,8 @@ impl Silences {
     ) -> (Vec<Silence>, Option<String>) {
         let silences = self.read();
         let range = match after {
-            Some(after) => silences.range::<str, _>((
-                std::ops::Bound::Excluded(after),
-                std::ops::Bound::Unbounded,
-            )),
+            Some(after) => silences
+                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
             None => silences.range::<str, _>(..),
         };
         let mut items = Vec::new();
@@ -328,7 +326,10 @@ mod tests {
         assert!(m.matches(Some("web"), "ops", Severity::Critical));
         assert!(!m.matches(Some("web"), "ops", Severity::High));
         assert!(!m.matches(Some("db"), "ops", Severity::Critical));
-        assert!(!m.matches(None, "ops", Severity::Critical), "a plan has no check");
+        assert!(
+            !m.matches(None, "ops", Severity::Critical),
+            "a plan has no check"
+        );
         let team = Matchers {
             team: name("ops"),
             ..Matchers::default()

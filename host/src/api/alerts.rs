@@ -102,7 +102,9 @@ impl From<SilenceError> for ApiError {
     fn from(err: SilenceError) -> Self {
         match err {
             SilenceError::Invalid { .. } => Self::invalid(err.to_string()),
-            SilenceError::Full => Self::new(StatusCode::CONFLICT, "too_many_silences", err.to_string()),
+            SilenceError::Full => {
+                Self::new(StatusCode::CONFLICT, "too_many_silences", err.to_string())
+            }
             SilenceError::NotFound(_) => Self::not_found(err.to_string()),
             SilenceError::Store(store) => store.into(),
         }
@@ -199,7 +201,10 @@ async fn acknowledge_alert(
     ApiJson(body): ApiJson<Acknowledgement>,
 ) -> Result<Response, ApiError> {
     visible_alert(&app, &scope, &id, Access::Operate)?;
-    Ok(ok(app.alerts.acknowledge(&id, &body.by, body.for_ms).await?))
+    Ok(ok(app
+        .alerts
+        .acknowledge(&id, &body.by, body.for_ms)
+        .await?))
 }
 
 /// Resolves an alert by hand (its incident, plan or worker stays as it
@@ -297,7 +302,12 @@ async fn list_silences(
     }))
 }
 
-fn visible_silence(app: &App, scope: &Scope, id: &Name, access: Access) -> Result<Silence, ApiError> {
+fn visible_silence(
+    app: &App,
+    scope: &Scope,
+    id: &Name,
+    access: Access,
+) -> Result<Silence, ApiError> {
     let missing = || ApiError::from(SilenceError::NotFound(id.to_string()));
     let silence = app.alerts.silence_of(id).map_err(|err| match err {
         AlertError::Silence(SilenceError::NotFound(_)) => missing(),

@@ -169,7 +169,10 @@ impl PlanRecords {
     pub fn failed_since(&self, since: Timestamp) -> Result<Vec<Plan>, StoreError> {
         let filter = vec![(field::STATUS, PlanStatus::Failed.as_str().to_owned())];
         let after = format!("plan_{:013}", since.unix_millis().max(0));
-        Ok(self.table.page(&filter, Some(&after), MAX_FAILED_SINCE)?.items)
+        Ok(self
+            .table
+            .page(&filter, Some(&after), MAX_FAILED_SINCE)?
+            .items)
     }
 
     fn change_ops(&self, old: &Plan, new: &Plan) -> Vec<Op> {
