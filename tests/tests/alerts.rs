@@ -658,6 +658,22 @@ async fn alert_calls_refuse_bad_input_with_the_envelope() {
         .delete(&setup.host.url("/silences/silence_nosuch"))
         .await
         .expect_error(404);
+    // One team cannot use up the host's room for silences.
+    let silence = |team: &str| json!({"matchers": {"team": team, "severity": "medium"}, "durationMs": 60000, "createdBy": "a"});
+    for _ in 0..100 {
+        post(&setup, "/silences", silence("ops"))
+            .await
+            .expect_ok(201);
+    }
+    assert_eq!(
+        post(&setup, "/silences", silence("ops"))
+            .await
+            .expect_error(409),
+        "too_many_silences"
+    );
+    post(&setup, "/silences", silence("dev"))
+        .await
+        .expect_ok(201);
     // Resolved by hand, the incident's alert is not raised again while the
     // incident stays open.
     let page = setup

@@ -34,6 +34,10 @@ use crate::store::{Batch, Store, StoreError};
 use crate::tasks::Priority;
 use crate::workers::{self, Workers};
 
+/// Most open plan alerts of one team; past it a failed plan is logged but
+/// raises no alert until some are resolved.
+pub const MAX_OPEN_PLAN_ALERTS: usize = 100;
+
 /// How often workers' health is looked at.
 const WORKER_POLL: Duration = Duration::from_secs(5);
 
@@ -471,6 +475,12 @@ impl Alerts {
                 work.stage(Some(alert), after, None);
             }
             (PlanStatus::Failed, None) if !work.by_source.contains_key(&key) => {
+                if self.open_plan_alerts(work, &plan.team) >= MAX_OPEN_PLAN_ALERTS {
+                    // Bounded: a team whose failed plans nobody looks at
+                    // must not grow memory without end.
+                    tracing::warn!(plan_id = %plan.id, team = %plan.team, "plan failed; no alert raised: the team has {MAX_OPEN_PLAN_ALERTS} open plan alerts");
+                    return;
+                }
                 let mut alert = Alert::new(
                     self.alert_id(now),
                     SourceKind::Plan,
@@ -489,6 +499,22 @@ impl Alerts {
             }
             _ => {}
         }
+    }
+
+    /// How many plan alerts of `team` are open, staged ones included.
+    fn open_plan_alerts(&self, work: &Work, team: &str) -> usize {
+        let is_team_plan = |a: &Alert| a.source_kind == SourceKind::Plan && a.team == team;
+        let staged_new = work
+            .staged
+            .values()
+            .filter(|s| s.before.is_none() && s.after.is_open() && is_team_plan(&s.after))
+            .count();
+        self.lock()
+            .open
+            .values()
+            .filter(|a| is_team_plan(a))
+            .count()
+            + staged_new
     }
 
     /// Raises alerts for workers that became unhealthy and resolves those

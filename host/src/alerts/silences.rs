@@ -14,6 +14,9 @@ use crate::store::{Store, StoreError, Table};
 
 /// Most silences kept (active, and ended within [`KEEP_ENDED`]).
 pub const MAX_SILENCES: usize = 1000;
+/// Most silences of one team kept, so that one team cannot use up the
+/// host's room.
+pub const MAX_TEAM_SILENCES: usize = 100;
 /// Longest silence: 30 days.
 pub const MAX_SILENCE: Duration = Duration::from_secs(30 * 86_400);
 /// How long an ended silence stays listed.
@@ -102,9 +105,9 @@ pub enum SilenceError {
         /// What is wrong.
         message: String,
     },
-    /// Too many silences.
-    #[error("there are {MAX_SILENCES} silences already; delete one first")]
-    Full,
+    /// Too many silences (on the host, or of the team).
+    #[error("there are {0} silences already; delete one first")]
+    Full(usize),
     /// No silence has the id.
     #[error("no silence has id {0:?}")]
     NotFound(String),
@@ -193,8 +196,20 @@ impl Silences {
         now: Timestamp,
     ) -> Result<Silence, SilenceError> {
         new.validate()?;
-        if self.read().len() >= MAX_SILENCES {
-            return Err(SilenceError::Full);
+        {
+            let silences = self.read();
+            if silences.len() >= MAX_SILENCES {
+                return Err(SilenceError::Full(MAX_SILENCES));
+            }
+            if let Some(team) = &new.matchers.team
+                && silences
+                    .values()
+                    .filter(|s| s.matchers.team.as_ref() == Some(team))
+                    .count()
+                    >= MAX_TEAM_SILENCES
+            {
+                return Err(SilenceError::Full(MAX_TEAM_SILENCES));
+            }
         }
         let silence = Silence {
             id,

@@ -102,7 +102,7 @@ impl From<SilenceError> for ApiError {
     fn from(err: SilenceError) -> Self {
         match err {
             SilenceError::Invalid { .. } => Self::invalid(err.to_string()),
-            SilenceError::Full => {
+            SilenceError::Full(_) => {
                 Self::new(StatusCode::CONFLICT, "too_many_silences", err.to_string())
             }
             SilenceError::NotFound(_) => Self::not_found(err.to_string()),
