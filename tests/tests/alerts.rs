@@ -381,9 +381,24 @@ async fn an_acknowledgement_stops_escalation_and_when_it_runs_out_everyone_is_to
         ["raised", "notified", "acknowledged", "renotified"],
         "no escalation while acknowledged"
     );
-    wait_for_posts(receivers, "/slack/admin", 2, 10).await;
-    let first = receivers.accepted_at("/slack/admin")[0].body.to_string();
-    let again = receivers.accepted_at("/slack/admin")[1].body.to_string();
+    // Admin's Slack: the trigger, the update (recovery gave up), the
+    // re-notification.
+    wait_for_posts(receivers, "/slack/admin", 3, 10).await;
+    let posts: Vec<String> = receivers
+        .accepted_at("/slack/admin")
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    let first = &posts[0];
+    let update = posts
+        .iter()
+        .find(|p| p.contains("Update:"))
+        .expect("an update when recovery gave up");
+    assert!(update.contains("Recovery gave up"), "{update}");
+    let again = posts
+        .iter()
+        .find(|p| p.contains("Still open"))
+        .expect("the re-notification");
     let incident = setup
         .client
         .get(&setup.host.url(&format!("/incidents/{incident_id}")))

@@ -181,6 +181,13 @@ pub struct Alert {
     pub notices_sent: u32,
     /// What happened, oldest first (at most 100).
     pub history: Vec<AlertEntry>,
+    /// Whether its incident's recovery gave up (the incident escalated), as
+    /// the alert last heard.
+    #[serde(default)]
+    pub recovery_gave_up: bool,
+    /// Whether its check flaps, as the alert last heard.
+    #[serde(default)]
+    pub flapping: bool,
 }
 
 /// A notice to queue: the event and its audience.
@@ -280,6 +287,8 @@ impl Alert {
             notices: Vec::new(),
             notices_sent: 0,
             history: Vec::new(),
+            recovery_gave_up: false,
+            flapping: false,
         };
         alert.note(now, "raised", String::new());
         alert
@@ -494,6 +503,46 @@ impl Alert {
         outgoing
     }
 
+    /// Notes that what is known about it changed (`what`) and, if people
+    /// were told of it and it is still firing or acknowledged, tells those
+    /// told so far on email and Slack.
+    pub fn update(&mut self, what: &str, now: Timestamp) -> Option<Outgoing> {
+        self.note(now, "updated", what);
+        if !matches!(self.status, AlertStatus::Firing | AlertStatus::Acknowledged) {
+            return None;
+        }
+        let mut targets: Vec<(ChannelKind, String)> = Vec::new();
+        for notice in &self.notices {
+            if !matches!(
+                notice.event,
+                NoticeEvent::Trigger | NoticeEvent::Escalation { .. } | NoticeEvent::Renotify
+            ) {
+                continue;
+            }
+            for channel in &notice.channels {
+                if !matches!(channel, ChannelKind::Email | ChannelKind::Slack) {
+                    continue;
+                }
+                for group in &notice.recipients {
+                    let target = (*channel, group.clone());
+                    if !targets.contains(&target) {
+                        targets.push(target);
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            return None;
+        }
+        let outgoing = Outgoing {
+            event: NoticeEvent::Update,
+            key: format!("{}/update/{}", self.id, self.notices_sent + 1),
+            targets,
+        };
+        self.record(&outgoing, now);
+        Some(outgoing)
+    }
+
     /// Resolves it. Those told are told it is over on PagerDuty (where it
     /// was paged) and Slack (where it was posted); an alert nobody heard of
     /// resolves quietly.
@@ -508,7 +557,7 @@ impl Alert {
         for notice in &self.notices {
             if matches!(
                 notice.event,
-                NoticeEvent::Acknowledge | NoticeEvent::Resolve
+                NoticeEvent::Acknowledge | NoticeEvent::Resolve | NoticeEvent::Update
             ) {
                 continue;
             }
@@ -758,6 +807,35 @@ mod tests {
         assert_eq!(held.status, AlertStatus::Waiting);
         assert_eq!(held.resolve("incident", "recovered", at(10)), None);
         assert_eq!(held.notices_sent, 0);
+    }
+
+    #[test]
+    fn an_update_goes_by_email_and_slack_to_those_told_and_to_nobody_before() {
+        let rules = rules();
+        let mut held = alert(Severity::High);
+        held.hold_or_fire(Hold::Recovery { until: at(900) }, &rules, at(0));
+        assert_eq!(held.update("flapping", at(1)), None, "nobody was told yet");
+        let mut told = alert(Severity::Critical);
+        told.fire(&rules, at(0));
+        let update = told.update("recovery gave up", at(5)).unwrap();
+        assert_eq!(update.event, NoticeEvent::Update);
+        assert_eq!(update.key, "alert_1/update/2");
+        assert_eq!(
+            update.targets,
+            [
+                (ChannelKind::Email, "Admin".to_owned()),
+                (ChannelKind::Email, "Manager".to_owned()),
+                (ChannelKind::Email, "OnCall".to_owned()),
+                (ChannelKind::Slack, "Admin".to_owned()),
+                (ChannelKind::Slack, "Manager".to_owned()),
+                (ChannelKind::Slack, "OnCall".to_owned()),
+            ]
+        );
+        assert_eq!(
+            told.due_at,
+            Some(at(1000)),
+            "an update does not move escalation"
+        );
     }
 
     #[test]

@@ -414,6 +414,8 @@ impl Alerts {
                 Some(self.link(&format!("incidents/{}", incident.id))),
                 now,
             );
+            alert.recovery_gave_up = incident.status == IncidentStatus::Escalated;
+            alert.flapping = incident.flapping;
             let hold = self.hold_for(&alert, Some(incident), rules, now);
             let outgoing = alert.hold_or_fire(hold, rules, now);
             work.stage(None, alert, outgoing);
@@ -422,6 +424,19 @@ impl Alerts {
         let mut after = alert.clone();
         after.title = incident_title(incident);
         after.summary = incident.summary.clone();
+        let gave_up = incident.status == IncidentStatus::Escalated;
+        let news = match (
+            gave_up && !alert.recovery_gave_up,
+            incident.flapping,
+            alert.flapping,
+        ) {
+            (true, _, _) => Some(GAVE_UP),
+            (false, true, false) => Some(FLAPPING),
+            (false, false, true) => Some(SETTLED),
+            _ => None,
+        };
+        after.recovery_gave_up = gave_up;
+        after.flapping = incident.flapping;
         let mut outgoing = None;
         match alert.status {
             AlertStatus::Suppressed if incident.status != IncidentStatus::Suppressed => {
@@ -429,26 +444,14 @@ impl Alerts {
                 let hold = self.hold_for(&after, Some(incident), rules, now);
                 outgoing = after.hold_or_fire(hold, rules, now);
             }
-            AlertStatus::Waiting
-                if incident.status == IncidentStatus::Escalated || incident.flapping =>
-            {
-                after.note(now, "updated", released_because(incident));
+            AlertStatus::Waiting if gave_up || incident.flapping => {
+                after.note(now, "updated", news.unwrap_or(GAVE_UP));
                 let hold = self.hold_for(&after, Some(incident), rules, now);
                 outgoing = after.hold_or_fire(hold, rules, now);
             }
             _ => {
-                let note = (incident.status == IncidentStatus::Escalated
-                    && !alert
-                        .history
-                        .iter()
-                        .any(|e| e.notes.starts_with("recovery gave up")))
-                .then(|| released_because(incident))
-                .or_else(|| {
-                    (incident.flapping && !alert.history.iter().any(|e| e.notes == FLAPPING))
-                        .then(|| FLAPPING.to_owned())
-                });
-                if let Some(note) = note {
-                    after.note(now, "updated", note);
+                if let Some(news) = news {
+                    outgoing = after.update(news, now);
                 }
             }
         }
@@ -652,6 +655,10 @@ impl Alerts {
                 format!("Not acknowledged in time: escalation step {step}")
             }
             NoticeEvent::Renotify => "The acknowledgement ran out and it is still open".to_owned(),
+            NoticeEvent::Update => alert
+                .history
+                .last()
+                .map_or_else(|| "Updated".to_owned(), |e| capitalized(&e.notes)),
             NoticeEvent::Acknowledge => format!(
                 "Acknowledged by {}",
                 alert.acknowledged_by.as_deref().unwrap_or("someone")
@@ -1147,13 +1154,15 @@ impl Alerts {
 /// Longest acknowledgement with an end, in milliseconds (30 days).
 pub const MAX_ACK_MS: u64 = 30 * 86_400_000;
 
+const GAVE_UP: &str = "recovery gave up: the incident escalated";
 const FLAPPING: &str = "its check is flapping: automatic repair is off";
+const SETTLED: &str = "its check settled: automatic repair is on again";
 
-fn released_because(incident: &Incident) -> String {
-    if incident.status == IncidentStatus::Escalated {
-        "recovery gave up: the incident escalated".to_owned()
-    } else {
-        FLAPPING.to_owned()
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

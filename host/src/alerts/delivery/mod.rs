@@ -60,6 +60,10 @@ pub enum NoticeEvent {
     },
     /// An acknowledgement ran out while the alert is still open.
     Renotify,
+    /// What is known about an open alert changed (its recovery gave up,
+    /// its check started or stopped flapping); told on email and Slack to
+    /// those told so far.
+    Update,
     /// Someone acknowledged the alert.
     Acknowledge,
     /// The alert was resolved.
@@ -73,6 +77,7 @@ impl NoticeEvent {
             Self::Trigger => "trigger",
             Self::Escalation { .. } => "escalation",
             Self::Renotify => "renotify",
+            Self::Update => "update",
             Self::Acknowledge => "acknowledge",
             Self::Resolve => "resolve",
         }

@@ -130,6 +130,7 @@ fn event_prefix(notice: &Notice) -> String {
         super::NoticeEvent::Trigger => String::new(),
         super::NoticeEvent::Escalation { step } => format!("Escalation {step}: "),
         super::NoticeEvent::Renotify => "Still open: ".to_owned(),
+        super::NoticeEvent::Update => "Update: ".to_owned(),
         super::NoticeEvent::Acknowledge => "Acknowledged: ".to_owned(),
         super::NoticeEvent::Resolve => "Resolved: ".to_owned(),
     }

@@ -20,7 +20,12 @@ pub fn pagerduty_severity(severity: &str) -> &'static str {
 /// PagerDuty's `event_action` for an event.
 fn action(event: NoticeEvent) -> &'static str {
     match event {
-        NoticeEvent::Trigger | NoticeEvent::Escalation { .. } | NoticeEvent::Renotify => "trigger",
+        // An update never goes to PagerDuty; were one routed there, a
+        // trigger on the same dedup key only refreshes the open incident.
+        NoticeEvent::Trigger
+        | NoticeEvent::Escalation { .. }
+        | NoticeEvent::Renotify
+        | NoticeEvent::Update => "trigger",
         NoticeEvent::Acknowledge => "acknowledge",
         NoticeEvent::Resolve => "resolve",
     }
