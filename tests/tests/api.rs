@@ -140,7 +140,7 @@ async fn bad_input_gets_the_right_status_in_the_envelope_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn status_has_the_guides_shape_plus_storage() {
+async fn status_has_the_guides_shape_plus_storage_and_alerts() {
     let host = Host::start();
     let client = Client::new();
     client
@@ -150,9 +150,12 @@ async fn status_has_the_guides_shape_plus_storage() {
     let data = client.get(&host.url("/status")).await.expect_ok(200);
 
     // Every key of the guide's example, and no other but `storage` (the
-    // store's health, README "When the disk fills"), with the same types.
+    // store's health, README "When the disk fills") and `alerts` (README
+    // "How alerts are raised and escalate"), with the same types.
     let guide = json!({
         "storage": {"status": "ok", "since": null, "lastError": null},
+        "alerts": {"raised": 0, "open": 0, "firing": 0, "acknowledged": 0, "held": 0,
+                   "silences": 0, "escalations": 0, "renotifications": 0},
         "timestamp": "2025-10-02T10:30:00.000Z",
         "version": "1.0.0",
         "components": {
