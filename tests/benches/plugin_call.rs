@@ -114,7 +114,11 @@ async fn run() {
     let store = Store::new(Arc::new(
         RedbBackend::open(&dir.path().join("b.redb")).unwrap(),
     ));
-    let plugins = Plugins::new(&RuntimeConfig::with_instances(100), &store).unwrap();
+    let config = RuntimeConfig {
+        keep_resident: keep_resident(),
+        ..RuntimeConfig::with_instances(100)
+    };
+    let plugins = Plugins::new(&config, &store).unwrap();
     plugins
         .load(&manifest, wasm.clone(), PluginSource::Bundled)
         .await
@@ -125,6 +129,11 @@ async fn run() {
     let plugins = Arc::new(plugins);
     let pool = plugins.guest_runtime().clone();
     pool.spawn(measure(plugins, wasm)).await.unwrap();
+}
+
+/// `KEEP_RESIDENT` bytes (the host's default when unset), for both sides.
+fn keep_resident() -> usize {
+    autoagent_tests::setting("KEEP_RESIDENT", autoagent::plugins::DEFAULT_KEEP_RESIDENT)
 }
 
 async fn measure(plugins: Arc<Plugins>, wasm: Vec<u8>) {
@@ -141,7 +150,7 @@ async fn measure(plugins: Arc<Plugins>, wasm: Vec<u8>) {
     // Bare wasmtime: same pooling knobs, no limiter, no deadline, no JSON.
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(100)
-        .linear_memory_keep_resident(64 << 10)
+        .linear_memory_keep_resident(keep_resident())
         .table_keep_resident(1 << 16);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -46,6 +46,12 @@ async fn an_author_scaffolds_tests_pushes_and_calls_each_kind_of_plugin() {
             "plugin", "new", kind, name, "--team", "authors", "--path", dir_arg,
         ]);
         assert!(made.status.success(), "{}", text(&made));
+        // Small-memory plugins by default: a 64 KiB shadow stack.
+        let cargo_config = std::fs::read_to_string(dir.join(".cargo/config.toml")).unwrap();
+        assert!(
+            cargo_config.contains("link-arg=-zstack-size=65536"),
+            "{cargo_config}"
+        );
 
         // The scaffold's own unit tests pass natively.
         let tested = Command::new(env!("CARGO"))

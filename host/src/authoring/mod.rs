@@ -162,6 +162,12 @@ pub fn new_plugin(request: &NewPlugin) -> Result<PathBuf, AuthoringError> {
         dir.join(".gitignore"),
         include_str!("templates/gitignore.tmpl"),
     )?;
+    std::fs::create_dir_all(dir.join(".cargo"))
+        .map_err(|err| AuthoringError::Failed(format!("cannot create {}: {err}", dir.display())))?;
+    write(
+        dir.join(".cargo/config.toml"),
+        include_str!("templates/cargo-config.toml.tmpl"),
+    )?;
     Ok(dir.clone())
 }
 

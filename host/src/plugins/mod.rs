@@ -51,7 +51,7 @@ pub use registry::{CapabilityInfo, PluginInfo, PluginLoadState, PluginSource};
 pub use reports::{
     HealthReport, HealthStatus, Incident, Measurement, RecoveryOutcome, RecoveryReport,
 };
-pub use runtime::{MemoryBudget, Prepared, Runtime, RuntimeConfig};
+pub use runtime::{DEFAULT_KEEP_RESIDENT, MemoryBudget, Prepared, Runtime, RuntimeConfig};
 pub use state::PluginState;
 pub use watch::FolderWatcher;
 

@@ -127,7 +127,19 @@ pub struct RuntimeConfig {
     pub guest_memory_bytes: u64,
     /// Threads that run guest code, apart from the API's.
     pub guest_threads: usize,
+    /// Bytes of each linear memory kept resident between calls (zeroed
+    /// with memset) rather than returned to the kernel and faulted in
+    /// again; see [`DEFAULT_KEEP_RESIDENT`].
+    pub keep_resident: usize,
 }
+
+/// What stays resident of a call's linear memory when its instance is
+/// dropped, chosen by measurement (BENCHMARKS.md, "One plugin call"): 128
+/// KiB covers a plugin built with the SDK's 64 KiB stack and its first heap
+/// pages, so a typical call faults in nothing (9 µs a call against 20 µs at
+/// 64 KiB); more buys nothing for such a plugin and, for one with a large
+/// memory, memset costs more than the faults it saves.
+pub const DEFAULT_KEEP_RESIDENT: usize = 128 << 10;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -136,6 +148,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             guest_memory_bytes: default_guest_memory_bytes(),
             guest_threads: (2 * cores).max(4),
+            keep_resident: DEFAULT_KEEP_RESIDENT,
         }
     }
 }
@@ -445,10 +458,8 @@ impl Runtime {
             .max_memory_size((MAX_MEMORY_MIB << 20) as usize)
             // What stays resident is zeroed with memset when a call's
             // instance is dropped; the rest is returned with madvise and
-            // faulted in again. 64 KiB (a guest's stack and first data)
-            // measured fastest per call: 1 MiB spent more on memset than it
-            // saved in faults (BENCHMARKS.md).
-            .linear_memory_keep_resident(64 << 10)
+            // faulted in again.
+            .linear_memory_keep_resident(config.keep_resident)
             .table_keep_resident(1 << 16);
 
         let mut wasm = Config::new();

@@ -234,6 +234,12 @@ pub fn build_plugins(packages: &[&str]) -> Result<Vec<BuiltPlugin>, BuildError> 
     }
     // A new dependency version changes the build without touching any source file.
     watched.insert(workspace.join("Cargo.lock").display().to_string());
+    // The workspace's cargo config sets the plugins' link flags (their
+    // stack size): a change there must rebuild them.
+    let cargo_config = workspace.join(".cargo").join("config.toml");
+    if cargo_config.is_file() {
+        watched.insert(cargo_config.display().to_string());
+    }
     for path in watched {
         println!("cargo:rerun-if-changed={path}");
     }
