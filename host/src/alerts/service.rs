@@ -311,6 +311,11 @@ impl Alerts {
         state.open.get(id).cloned()
     }
 
+    /// The open alert `id`, from memory.
+    fn open_alert(&self, id: &str) -> Option<Alert> {
+        self.lock().open.get(id).cloned()
+    }
+
     /// The open alert `id`, as staged or in memory.
     fn current(&self, work: &Work, id: &str) -> Option<Alert> {
         if let Some(staged) = work.staged.get(id) {
@@ -873,38 +878,39 @@ impl Alerts {
         self.lock().timers.next()
     }
 
+    /// An alert's timer fired: acts on it if it is due.
     fn on_due(&self, work: &mut Work, alert: Alert, rules: &AlertRules, now: Timestamp) {
         if alert.due_at.is_none_or(|due| due > now) {
             return;
         }
+        self.act_on_due(work, alert, rules, now);
+    }
+
+    /// Does what an alert's due time means for its status: the next
+    /// escalation step, the end of the wait for recovery, of a silence or
+    /// of an acknowledgement. A source that is over meanwhile resolves it.
+    fn act_on_due(&self, work: &mut Work, alert: Alert, rules: &AlertRules, now: Timestamp) {
         let mut after = alert.clone();
         let outgoing = match alert.status {
             AlertStatus::Firing => after.escalate(rules, now),
+            AlertStatus::Waiting | AlertStatus::Silenced if !self.refresh(&mut after) => {
+                after.resolve(resolver_of(&alert), "its source is over", now)
+            }
             AlertStatus::Waiting => {
-                let incident = self.incident_of_alert(&alert);
                 after.note(
                     now,
                     "updated",
                     "the recovery is still running; it waited long enough",
                 );
                 after.due_at = None;
-                match incident {
-                    Some(i) if !i.status.is_open() => {
-                        after.resolve("incident", "the incident was resolved", now)
-                    }
-                    _ => Some(after.fire(rules, now)),
-                }
+                Some(after.fire(rules, now))
             }
             AlertStatus::Silenced => {
+                after.note(now, "updated", "its silence ended");
+                after.silence_id = None;
                 let incident = self.incident_of_alert(&alert);
-                if incident.as_ref().is_some_and(|i| !i.status.is_open()) {
-                    after.resolve("incident", "the incident was resolved", now)
-                } else {
-                    after.note(now, "updated", "its silence ended");
-                    after.silence_id = None;
-                    let hold = self.hold_for(&after, incident.as_ref(), rules, now);
-                    after.hold_or_fire(hold, rules, now)
-                }
+                let hold = self.hold_for(&after, incident.as_ref(), rules, now);
+                after.hold_or_fire(hold, rules, now)
             }
             AlertStatus::Acknowledged => {
                 if !self.refresh(&mut after) {
@@ -1016,8 +1022,7 @@ impl Alerts {
         }
         let _turn = self.turn.lock().await;
         let now = self.clock.now();
-        let work_empty = Work::default();
-        let Some(alert) = self.current(&work_empty, id) else {
+        let Some(alert) = self.open_alert(id) else {
             self.alert(id)?;
             return Err(AlertError::Conflict {
                 code: "already_resolved",
@@ -1051,7 +1056,7 @@ impl Alerts {
         }
         let _turn = self.turn.lock().await;
         let now = self.clock.now();
-        let Some(alert) = self.current(&Work::default(), id) else {
+        let Some(alert) = self.open_alert(id) else {
             self.alert(id)?;
             return Err(AlertError::Conflict {
                 code: "already_resolved",
@@ -1092,16 +1097,8 @@ impl Alerts {
             .collect();
         let rules = self.rules.get();
         let mut work = Work::default();
-        for mut alert in held {
-            let before = alert.clone();
-            alert.due_at = Some(now);
-            self.on_due(&mut work, alert, &rules, now);
-            if !work.staged.contains_key(&before.id) {
-                continue;
-            }
-            if let Some(staged) = work.staged.get_mut(&before.id) {
-                staged.before = Some(before);
-            }
+        for alert in held {
+            self.act_on_due(&mut work, alert, &rules, now);
         }
         self.commit(work, now).await?;
         Ok(silence)
