@@ -1,0 +1,155 @@
+//! The API under load from a real load tool, against a bare axum handler in
+//! the same run: `wrk` (Debian's `wrk` package: `apt-get install wrk`) at
+//! `CONNECTIONS` connections (default 64) on 2 threads for `SECONDS`
+//! (default 10) per figure.
+//!
+//! 1. `GET /status` of a host started with its defaults.
+//! 2. The floor: a bare axum server in this process (its own 2-thread
+//!    runtime) answering the same JSON document on one route, serialized on
+//!    every request, with nothing else (no middleware, no counters read).
+//! 3. `POST /tasks` (the guide's TODO task) on the same host.
+//!
+//! Run with `cargo xtask build && cargo bench -p autoagent-tests --bench api_load`.
+
+use std::process::Command;
+
+use autoagent_tests::{Client, Host, setting};
+
+/// What wrk reported.
+struct Load {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: String,
+}
+
+/// Reads a wrk latency like `1.23ms`, `850.00us` or `1.01s` as milliseconds.
+fn millis(text: &str) -> f64 {
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).unwrap());
+    let n: f64 = number.parse().unwrap();
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        other => panic!("unknown wrk unit {other:?}"),
+    }
+}
+
+fn wrk(url: &str, script: Option<&str>, connections: usize, seconds: usize) -> Load {
+    let mut command = Command::new("wrk");
+    command
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
+        .arg(url);
+    let _script_file;
+    if let Some(script) = script {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), script).unwrap();
+        command.arg("-s").arg(file.path());
+        _script_file = file;
+    }
+    let output = command
+        .output()
+        .expect("wrk (Debian: `apt-get install wrk`) must be on PATH");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "wrk failed: {text}");
+    let line = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk's output:\n{text}"))
+            .to_owned()
+    };
+    let field = |prefix: &str| line(prefix).split_whitespace().nth(1).unwrap().to_owned();
+    let errors = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Non-2xx") || l.starts_with("Socket errors"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Load {
+        requests_per_sec: field("Requests/sec:").parse().unwrap(),
+        p50_ms: millis(&field("50%")),
+        p99_ms: millis(&field("99%")),
+        errors: if errors.is_empty() {
+            "none".into()
+        } else {
+            errors
+        },
+    }
+}
+
+fn report(what: &str, load: &Load) {
+    println!(
+        "api load: {what}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms; errors: {}",
+        load.requests_per_sec, load.p50_ms, load.p99_ms, load.errors
+    );
+}
+
+/// A bare axum server answering `body` on `GET /status`, on its own
+/// runtime; returns its URL.
+fn bare_axum(body: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/status", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            // The same document, serialized on every request as our
+            // handler does with its own.
+            let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let document = std::sync::Arc::new(document);
+            let app = axum::Router::new().route(
+                "/status",
+                axum::routing::get(move || {
+                    let document = document.clone();
+                    async move { axum::Json(document.as_ref().clone()) }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    url
+}
+
+#[tokio::main]
+async fn main() {
+    let connections = setting("CONNECTIONS", 64);
+    let seconds = setting("SECONDS", 10);
+    let host = Host::start();
+    let status_url = host.url("/status");
+    let sample = Client::new().get(&status_url).await;
+    assert_eq!(sample.status, 200);
+    let bare_url = bare_axum(sample.text.clone());
+    println!(
+        "api load: wrk -t2 -c{connections} -d{seconds}s --latency; /status body {} bytes",
+        sample.text.len()
+    );
+
+    let ours = wrk(&status_url, None, connections, seconds);
+    report("GET /status (autoagent)", &ours);
+    let bare = wrk(&bare_url, None, connections, seconds);
+    report("GET /status (bare axum, same body)", &bare);
+    println!(
+        "api load: /status ratio autoagent/bare: throughput {:.2}, p99 {:.2}",
+        ours.requests_per_sec / bare.requests_per_sec,
+        ours.p99_ms / bare.p99_ms
+    );
+
+    let post = r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"type": "TODO", "priority": "high", "data": {"title": "load", "description": "api bench", "deadline": "2025-10-10"}, "workflow": "TODO_WORKFLOW"}'
+"#;
+    let tasks = wrk(&host.url("/tasks"), Some(post), connections, seconds);
+    report("POST /tasks (autoagent, durable)", &tasks);
+}
