@@ -450,7 +450,7 @@ impl Alert {
                 None => format!("by {by}"),
             },
         );
-        let paged = self.paged_groups();
+        let paged = self.told_on(&[ChannelKind::PagerDuty]);
         if !notified || paged.is_empty() {
             return None;
         }
@@ -461,10 +461,7 @@ impl Alert {
         let outgoing = Outgoing {
             event: NoticeEvent::Acknowledge,
             key: format!("{}/acknowledge/{n}", self.id),
-            targets: paged
-                .into_iter()
-                .map(|g| (ChannelKind::PagerDuty, g))
-                .collect(),
+            targets: paged,
         };
         self.record(&outgoing, now);
         Some(outgoing)
@@ -511,26 +508,7 @@ impl Alert {
         if !matches!(self.status, AlertStatus::Firing | AlertStatus::Acknowledged) {
             return None;
         }
-        let mut targets: Vec<(ChannelKind, String)> = Vec::new();
-        for notice in &self.notices {
-            if !matches!(
-                notice.event,
-                NoticeEvent::Trigger | NoticeEvent::Escalation { .. } | NoticeEvent::Renotify
-            ) {
-                continue;
-            }
-            for channel in &notice.channels {
-                if !matches!(channel, ChannelKind::Email | ChannelKind::Slack) {
-                    continue;
-                }
-                for group in &notice.recipients {
-                    let target = (*channel, group.clone());
-                    if !targets.contains(&target) {
-                        targets.push(target);
-                    }
-                }
-            }
-        }
+        let targets = self.told_on(&[ChannelKind::Email, ChannelKind::Slack]);
         if targets.is_empty() {
             return None;
         }
@@ -553,26 +531,7 @@ impl Alert {
         self.resolved_by = Some(by.to_owned());
         self.resolution = Some(resolution.to_owned());
         self.note(now, "resolved", format!("by {by}: {resolution}"));
-        let mut targets: Vec<(ChannelKind, String)> = Vec::new();
-        for notice in &self.notices {
-            if matches!(
-                notice.event,
-                NoticeEvent::Acknowledge | NoticeEvent::Resolve | NoticeEvent::Update
-            ) {
-                continue;
-            }
-            for channel in &notice.channels {
-                if !matches!(channel, ChannelKind::PagerDuty | ChannelKind::Slack) {
-                    continue;
-                }
-                for group in &notice.recipients {
-                    let target = (*channel, group.clone());
-                    if !targets.contains(&target) {
-                        targets.push(target);
-                    }
-                }
-            }
-        }
+        let targets = self.told_on(&[ChannelKind::PagerDuty, ChannelKind::Slack]);
         if targets.is_empty() {
             return None;
         }
@@ -585,24 +544,28 @@ impl Alert {
         Some(outgoing)
     }
 
-    /// The groups paged on PagerDuty so far.
-    fn paged_groups(&self) -> Vec<String> {
-        let mut groups = Vec::new();
-        for notice in &self.notices {
-            if !matches!(
-                notice.event,
+    /// The (channel, group) pairs told of it so far (by its trigger,
+    /// escalation steps and re-notifications) on any of `channels`, in the
+    /// order they were first told.
+    fn told_on(&self, channels: &[ChannelKind]) -> Vec<(ChannelKind, String)> {
+        let mut targets: Vec<(ChannelKind, String)> = Vec::new();
+        let telling = self.notices.iter().filter(|n| {
+            matches!(
+                n.event,
                 NoticeEvent::Trigger | NoticeEvent::Escalation { .. } | NoticeEvent::Renotify
-            ) || !notice.channels.contains(&ChannelKind::PagerDuty)
-            {
-                continue;
-            }
-            for group in &notice.recipients {
-                if !groups.contains(group) {
-                    groups.push(group.clone());
+            )
+        });
+        for notice in telling {
+            for channel in notice.channels.iter().filter(|c| channels.contains(c)) {
+                for group in &notice.recipients {
+                    let target = (*channel, group.clone());
+                    if !targets.contains(&target) {
+                        targets.push(target);
+                    }
                 }
             }
         }
-        groups
+        targets
     }
 
     /// The next escalation step of its rule, as it stands, with when it is

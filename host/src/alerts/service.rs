@@ -1007,13 +1007,7 @@ impl Alerts {
         by: &str,
         for_ms: Option<u64>,
     ) -> Result<Alert, AlertError> {
-        let by = by.trim();
-        if by.is_empty() || by.chars().count() > 128 {
-            return Err(AlertError::Invalid {
-                field: "by",
-                message: "must be 1 to 128 characters".into(),
-            });
-        }
+        let by = who(by)?;
         if for_ms.is_some_and(|ms| ms == 0 || ms > MAX_ACK_MS) {
             return Err(AlertError::Invalid {
                 field: "forMs",
@@ -1041,13 +1035,7 @@ impl Alerts {
     /// Resolves alert `id` by hand. Its source stays as it is; an
     /// incident's alert is not raised again for the same incident.
     pub async fn resolve(&self, id: &str, by: &str, resolution: &str) -> Result<Alert, AlertError> {
-        let by = by.trim();
-        if by.is_empty() || by.chars().count() > 128 {
-            return Err(AlertError::Invalid {
-                field: "by",
-                message: "must be 1 to 128 characters".into(),
-            });
-        }
+        let by = who(by)?;
         if resolution.trim().is_empty() || resolution.chars().count() > 500 {
             return Err(AlertError::Invalid {
                 field: "resolution",
@@ -1146,6 +1134,18 @@ impl Alerts {
     pub async fn prune_silences(&self) -> Result<usize, StoreError> {
         self.silences.prune(self.clock.now()).await
     }
+}
+
+/// `by` of an acknowledgement or resolution, trimmed: 1 to 128 characters.
+fn who(by: &str) -> Result<&str, AlertError> {
+    let by = by.trim();
+    if by.is_empty() || by.chars().count() > 128 {
+        return Err(AlertError::Invalid {
+            field: "by",
+            message: "must be 1 to 128 characters".into(),
+        });
+    }
+    Ok(by)
 }
 
 /// Longest acknowledgement with an end, in milliseconds (30 days).
