@@ -1,6 +1,6 @@
 //! The API under load from a real load tool, against a bare axum handler in
 //! the same run: `wrk` (Debian's `wrk` package: `apt-get install wrk`) at
-//! `CONNECTIONS` connections (default 64) on 2 threads for `SECONDS`
+//! `CONNECTIONS` connections (default 64) on 2 threads for `LOAD_SECONDS`
 //! (default 10) per figure.
 //!
 //! 1. `GET /status` of a host started with its defaults.
@@ -125,7 +125,7 @@ fn bare_axum(body: String) -> String {
 #[tokio::main]
 async fn main() {
     let connections = setting("CONNECTIONS", 64);
-    let seconds = setting("SECONDS", 10);
+    let seconds = setting("LOAD_SECONDS", 10);
     let host = Host::start();
     let status_url = host.url("/status");
     let sample = Client::new().get(&status_url).await;

@@ -1,8 +1,9 @@
 //! Request counters and the two renderings of `/metrics`: JSON in the
 //! envelope, and the Prometheus (OpenMetrics) text format.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{Method, StatusCode};
 use prometheus_client::encoding::text::encode;
@@ -22,30 +23,81 @@ use crate::recovery::{IncidentCounts, RecoveryMetrics};
 use crate::tasks::TaskCounts;
 
 /// Requests served, by method, route template and status.
+///
+/// Counted on every request, so the common case takes no lock that blocks
+/// and allocates nothing: the counters are atomics in a map keyed by a hash
+/// of the labels, read-locked to count (each bucket checks the labels, so
+/// two label sets with one hash keep their own counters) and write-locked
+/// only the first time a combination is seen.
 #[derive(Debug, Default)]
 pub struct HttpStats {
-    counts: Mutex<BTreeMap<(String, String, u16), u64>>,
+    counts: RwLock<HashMap<u64, Vec<RequestCounter>>>,
+}
+
+#[derive(Debug)]
+struct RequestCounter {
+    method: Method,
+    route: String,
+    status: u16,
+    count: AtomicU64,
+}
+
+impl RequestCounter {
+    fn is(&self, method: &Method, route: &str, status: u16) -> bool {
+        self.status == status && self.method == method && self.route == route
+    }
+}
+
+fn labels_hash(method: &Method, route: &str, status: u16) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (method.as_str(), route, status).hash(&mut hasher);
+    hasher.finish()
 }
 
 impl HttpStats {
     /// Counts one answered request. Unmatched paths share one label so that
     /// scanners cannot blow up the number of series.
     pub fn record(&self, method: &Method, route: Option<&str>, status: StatusCode) {
-        let key = (
-            method.as_str().to_owned(),
-            route.unwrap_or("unmatched").to_owned(),
-            status.as_u16(),
-        );
-        *self
-            .counts
-            .lock()
-            .expect("http stats poisoned")
-            .entry(key)
-            .or_default() += 1;
+        let (route, status) = (route.unwrap_or("unmatched"), status.as_u16());
+        let hash = labels_hash(method, route, status);
+        {
+            let counts = self.counts.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(counter) = counts
+                .get(&hash)
+                .and_then(|bucket| bucket.iter().find(|c| c.is(method, route, status)))
+            {
+                counter.count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut counts = self.counts.write().unwrap_or_else(|p| p.into_inner());
+        let bucket = counts.entry(hash).or_default();
+        match bucket.iter().find(|c| c.is(method, route, status)) {
+            Some(counter) => {
+                counter.count.fetch_add(1, Ordering::Relaxed);
+            }
+            None => bucket.push(RequestCounter {
+                method: method.clone(),
+                route: route.to_owned(),
+                status,
+                count: AtomicU64::new(1),
+            }),
+        }
     }
 
     fn snapshot(&self) -> BTreeMap<(String, String, u16), u64> {
-        self.counts.lock().expect("http stats poisoned").clone()
+        let counts = self.counts.read().unwrap_or_else(|p| p.into_inner());
+        counts
+            .values()
+            .flatten()
+            .map(|c| {
+                (
+                    (c.method.as_str().to_owned(), c.route.clone(), c.status),
+                    c.count.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 }
 
@@ -391,5 +443,28 @@ impl MetricsSnapshot {
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_per_method_route_and_status() {
+        let stats = HttpStats::default();
+        for _ in 0..3 {
+            stats.record(&Method::GET, Some("/status"), StatusCode::OK);
+        }
+        stats.record(&Method::POST, Some("/status"), StatusCode::OK);
+        stats.record(&Method::GET, Some("/status"), StatusCode::NOT_FOUND);
+        stats.record(&Method::GET, None, StatusCode::NOT_FOUND);
+        let counts = stats.snapshot();
+        let of = |m: &str, r: &str, s: u16| counts.get(&(m.to_owned(), r.to_owned(), s)).copied();
+        assert_eq!(of("GET", "/status", 200), Some(3));
+        assert_eq!(of("POST", "/status", 200), Some(1));
+        assert_eq!(of("GET", "/status", 404), Some(1));
+        assert_eq!(of("GET", "unmatched", 404), Some(1));
+        assert_eq!(counts.len(), 4);
     }
 }

@@ -124,10 +124,11 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
 
 async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
+    // The route template, shared with the router (no copy).
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|path| path.as_str().to_owned());
+        .cloned();
     let response = next.run(request).await;
     let status = response.status();
     // A refusal of a faulted store is not an error of this request: the
@@ -138,8 +139,10 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
             .get::<error::StorageRefusal>()
             .is_none()
     {
-        tracing::error!(%method, route = %route.as_deref().unwrap_or("-"), status = status.as_u16(), "request failed");
+        let route = route.as_ref().map_or("-", |r| r.as_str());
+        tracing::error!(%method, route = %route, status = status.as_u16(), "request failed");
     }
-    app.http.record(&method, route.as_deref(), status);
+    app.http
+        .record(&method, route.as_ref().map(|r| r.as_str()), status);
     response
 }
