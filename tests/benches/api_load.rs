@@ -1,7 +1,8 @@
 //! The API under load from a real load tool, against a bare axum handler in
 //! the same run: `wrk` (Debian's `wrk` package: `apt-get install wrk`) at
 //! `CONNECTIONS` connections (default 64) on 2 threads for `LOAD_SECONDS`
-//! (default 10) per figure.
+//! (default 5) per figure; the `/status` pair is run `ROUNDS` times (default
+//! 5), interleaved, and their medians compared.
 //!
 //! 1. `GET /status` of a host started with its defaults.
 //! 2. The floor: a bare axum server in this process (its own 2-thread
@@ -125,7 +126,8 @@ fn bare_axum(body: String) -> String {
 #[tokio::main]
 async fn main() {
     let connections = setting("CONNECTIONS", 64);
-    let seconds = setting("LOAD_SECONDS", 10);
+    let seconds = setting("LOAD_SECONDS", 5);
+    let rounds = setting("ROUNDS", 5);
     let host = Host::start();
     let status_url = host.url("/status");
     let sample = Client::new().get(&status_url).await;
@@ -136,14 +138,34 @@ async fn main() {
         sample.text.len()
     );
 
-    let ours = wrk(&status_url, None, connections, seconds);
-    report("GET /status (autoagent)", &ours);
-    let bare = wrk(&bare_url, None, connections, seconds);
-    report("GET /status (bare axum, same body)", &bare);
+    // Interleaved rounds, medians: the machine's load drifts between runs
+    // and moves both sides together.
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let load = wrk(&status_url, None, connections, seconds);
+        report(&format!("GET /status (autoagent), round {round}"), &load);
+        ours.push(load);
+        let load = wrk(&bare_url, None, connections, seconds);
+        report(
+            &format!("GET /status (bare axum, same body), round {round}"),
+            &load,
+        );
+        bare.push(load);
+    }
+    let median = |loads: &[Load], f: fn(&Load) -> f64| {
+        let mut values: Vec<f64> = loads.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (ours_rps, bare_rps) = (
+        median(&ours, |l| l.requests_per_sec),
+        median(&bare, |l| l.requests_per_sec),
+    );
+    let (ours_p99, bare_p99) = (median(&ours, |l| l.p99_ms), median(&bare, |l| l.p99_ms));
     println!(
-        "api load: /status ratio autoagent/bare: throughput {:.2}, p99 {:.2}",
-        ours.requests_per_sec / bare.requests_per_sec,
-        ours.p99_ms / bare.p99_ms
+        "api load: /status medians of {rounds} rounds: autoagent {ours_rps:.0} req/s p99 {ours_p99:.2} ms, bare {bare_rps:.0} req/s p99 {bare_p99:.2} ms; ratio throughput {:.2}, p99 {:.2}",
+        ours_rps / bare_rps,
+        ours_p99 / bare_p99
     );
 
     let post = r#"wrk.method = "POST"

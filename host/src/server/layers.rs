@@ -1,9 +1,11 @@
 //! The tower layers around the API router: request body and whole-request
 //! timeouts and the panic net, each answering in the API's error envelope.
 //!
-//! tower-http does the timing and the catching; the small middlewares here
-//! only turn what those layers report (a failed body read, an empty 503, a
-//! panic payload) into an [`ApiError`] and a log line.
+//! tower-http times request bodies and catches panics; the small middlewares
+//! here turn what those report (a failed body read, a panic payload) into an
+//! [`ApiError`] and a log line, and put the whole request under its
+//! deadline. They run on every request, so the common case (a request
+//! without a body, answered in time) allocates nothing.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -18,44 +20,36 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError, TimeoutLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 use super::Limits;
 use crate::api::ApiError;
 
-/// Wraps `router` in the request body timeout, the whole-request timeout and
-/// the panic net of `limits`, outermost last:
+/// Wraps `router` in the request body timeout, the whole-request deadline
+/// and the panic net of `limits`, outermost last:
 ///
 /// 0. `close_if_body_unread`: a response sent before the request's body was
 ///    read to its end says `Connection: close`.
 /// 1. [`CatchPanicLayer`]: a panic anywhere below becomes a 500
 ///    `internal_error` and one ERROR line naming the panic.
-/// 2. `answer_request_timeouts`: the request timeout's bare 503 becomes a
-///    `server_timeout` envelope.
-/// 3. [`TimeoutLayer`]: drops a handler still running after
-///    [`Limits::request_timeout`] and answers 503.
-/// 4. [`RequestBodyTimeoutLayer`]: a body read that waits longer than
+/// 2. `answer_past_deadline`: a request still running after
+///    [`Limits::request_timeout`] is dropped and answered 503
+///    `server_timeout`.
+/// 3. [`RequestBodyTimeoutLayer`]: a body read that waits longer than
 ///    [`Limits::body_timeout`] for its next chunk fails.
-/// 5. `answer_body_timeouts`: a request whose body read failed that way is
+/// 4. `answer_body_timeouts`: a request whose body read failed that way is
 ///    answered 408 `request_timeout`, whatever the handler made of the
 ///    failure.
-/// 6. `mark_answered`: tags every response the router made, so step 2 can
-///    tell them from the timeout's own.
 pub fn with_limits(router: Router, limits: &Limits) -> Router {
     router
-        .layer(middleware::map_response(mark_answered))
         .layer(middleware::from_fn_with_state(
             limits.body_timeout,
             answer_body_timeouts,
         ))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            limits.request_timeout,
-        ))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
-            answer_request_timeouts,
+            answer_past_deadline,
         ))
         .layer(CatchPanicLayer::custom(answer_panic))
         .layer(middleware::from_fn(close_if_body_unread))
@@ -125,21 +119,15 @@ impl http_body::Body for ReadToEnd {
     }
 }
 
-/// Set on every response the router made. The request timeout answers with a
-/// fresh response, which lacks it.
-#[derive(Debug, Clone, Copy)]
-struct Answered;
-
-async fn mark_answered(mut response: Response) -> Response {
-    response.extensions_mut().insert(Answered);
-    response
-}
-
 async fn answer_body_timeouts(
     State(body_timeout): State<Duration>,
     request: Request,
     next: Next,
 ) -> Response {
+    if http_body::Body::is_end_stream(request.body()) {
+        // No body: nothing to time out on.
+        return next.run(request).await;
+    }
     let stalled = Arc::new(AtomicBool::new(false));
     let seen = stalled.clone();
     // Handlers turn a failed body read into their own rejection (a 400 from
@@ -154,13 +142,13 @@ async fn answer_body_timeouts(
             err
         }))
     });
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let response = next.run(request).await;
     if !stalled.load(Ordering::Relaxed) {
         return response;
     }
-    tracing::warn!(%method, path, "request body stalled; answered 408");
-    let mut response = ApiError::new(
+    tracing::warn!(%method, path = uri.path(), "request body stalled; answered 408");
+    ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         "request_timeout",
         format!(
@@ -168,31 +156,33 @@ async fn answer_body_timeouts(
             body_timeout.as_secs()
         ),
     )
-    .into_response();
-    response.extensions_mut().insert(Answered);
-    response
+    .into_response()
 }
 
-async fn answer_request_timeouts(
+/// Runs the request under its deadline; past it the handler is dropped
+/// (its future, and whatever it was waiting for) and the request answered
+/// 503 `server_timeout`.
+async fn answer_past_deadline(
     State(request_timeout): State<Duration>,
     request: Request,
     next: Next,
 ) -> Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let response = next.run(request).await;
-    if response.extensions().get::<Answered>().is_some() {
-        return response;
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    match tokio::time::timeout(request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%method, path = uri.path(), "request took too long; answered 503");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_timeout",
+                format!(
+                    "the host did not finish this request within {} s and abandoned it",
+                    request_timeout.as_secs()
+                ),
+            )
+            .into_response()
+        }
     }
-    tracing::warn!(%method, path, "request took too long; answered 503");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "server_timeout",
-        format!(
-            "the host did not finish this request within {} s and abandoned it",
-            request_timeout.as_secs()
-        ),
-    )
-    .into_response()
 }
 
 /// The panic net's answer. `ApiError::new` rather than `ApiError::internal`:
