@@ -71,7 +71,8 @@ impl RateLimits {
 /// Applies the token's rate limit, and logs every write with the token's
 /// id, team and role (never its secret).
 pub(super) async fn identify(
-    State((app, limits)): State<(Arc<App>, Arc<RateLimits>)>,
+    app: &App,
+    limits: &RateLimits,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -100,16 +101,18 @@ pub(super) async fn identify(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    // Kept only for the log line of a write.
+    let uri = write.then(|| request.uri().clone());
+    let method = request.method().clone();
     request.extensions_mut().insert(identity.clone());
     let response = next.run(request).await;
-    if write {
+    if let Some(uri) = uri {
         tracing::info!(
             token_id = %identity.token_id(),
             team = %identity.team(),
             role = %identity.role().as_str(),
             method = %method,
-            path = %path,
+            path = %uri.path(),
             status = response.status().as_u16(),
             "write request"
         );
