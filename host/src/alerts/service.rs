@@ -316,6 +316,19 @@ impl Alerts {
         self.lock().open.get(id).cloned()
     }
 
+    /// The open alert `id`; 404 when there is none, 409
+    /// `already_resolved` when it is resolved.
+    fn open_or_conflict(&self, id: &str) -> Result<Alert, AlertError> {
+        if let Some(alert) = self.open_alert(id) {
+            return Ok(alert);
+        }
+        self.alert(id)?;
+        Err(AlertError::Conflict {
+            code: "already_resolved",
+            message: format!("alert {id} is resolved"),
+        })
+    }
+
     /// The open alert `id`, as staged or in memory.
     fn current(&self, work: &Work, id: &str) -> Option<Alert> {
         if let Some(staged) = work.staged.get(id) {
@@ -1016,13 +1029,7 @@ impl Alerts {
         }
         let _turn = self.turn.lock().await;
         let now = self.clock.now();
-        let Some(alert) = self.open_alert(id) else {
-            self.alert(id)?;
-            return Err(AlertError::Conflict {
-                code: "already_resolved",
-                message: format!("alert {id} is resolved"),
-            });
-        };
+        let alert = self.open_or_conflict(id)?;
         let mut after = alert.clone();
         let until = for_ms.map(|ms| now.plus(Duration::from_millis(ms)));
         let outgoing = after.acknowledge(by, until, now);
@@ -1044,13 +1051,7 @@ impl Alerts {
         }
         let _turn = self.turn.lock().await;
         let now = self.clock.now();
-        let Some(alert) = self.open_alert(id) else {
-            self.alert(id)?;
-            return Err(AlertError::Conflict {
-                code: "already_resolved",
-                message: format!("alert {id} is resolved"),
-            });
-        };
+        let alert = self.open_or_conflict(id)?;
         let mut after = alert.clone();
         let outgoing = after.resolve(by, resolution.trim(), now);
         let mut work = Work::default();
