@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use super::alert::{Alert, AlertPage, AlertQuery, AlertStatus};
-use crate::clock::Timestamp;
-use crate::engine::{self, Clock, PRUNE_CHUNK, Shutdown};
+use crate::engine::{self, Clock, Shutdown};
 use crate::store::{Counters, Indexed, IndexedTable, Op, Store, StoreError, time_key};
 
 const ALERTS: &str = "alerts";
@@ -150,12 +149,6 @@ impl AlertRecords {
             next_cursor: page.next,
         })
     }
-
-    async fn prune_chunk(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        self.table
-            .prune_before(field::FINISHED, &time_key(cutoff), PRUNE_CHUNK)
-            .await
-    }
 }
 
 /// The retention loop of alerts: one resolved longer ago than `retention`
@@ -166,9 +159,13 @@ pub(super) async fn prune_forever(
     retention: Duration,
     shutdown: Shutdown,
 ) {
-    engine::prune_forever("alerts", clock, retention, shutdown, move |cutoff| {
-        let records = records.clone();
-        async move { records.prune_chunk(cutoff).await }
-    })
+    engine::prune_table_forever(
+        "alerts",
+        records.table,
+        field::FINISHED,
+        clock,
+        retention,
+        shutdown,
+    )
     .await
 }

@@ -34,5 +34,7 @@ pub use background::{Loops, Shutdown, run_timed};
 pub use backoff::{Backoff, Retry, next_attempt};
 pub use clock::Clock;
 pub use delays::DelayHistogram;
-pub use retention::{PRUNE_CHUNK, PRUNE_EVERY, RETENTION_DEFAULT, prune_forever};
+pub use retention::{
+    PRUNE_CHUNK, PRUNE_EVERY, RETENTION_DEFAULT, prune_forever, prune_table_forever,
+};
 pub use timers::Timers;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{Clock, Shutdown};
 use crate::clock::Timestamp;
-use crate::store::StoreError;
+use crate::store::{Indexed, IndexedTable, StoreError, time_key};
 
 /// How long finished records are kept by default.
 pub const RETENTION_DEFAULT: Duration = Duration::from_secs(30 * 86_400);
@@ -23,6 +23,29 @@ pub const PRUNE_CHUNK: usize = 256;
 
 /// How often retention looks for records past their age.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// The retention loop of an indexed table whose finished records carry
+/// `field`, a time index (see [`time_key`]): a record whose `field` is
+/// older than `retention` is deleted, a chunk at a time, with its index
+/// entries. Every subsystem that keeps finished records uses this.
+pub async fn prune_table_forever<T: Indexed + Send + Sync + 'static>(
+    what: &'static str,
+    table: IndexedTable<T>,
+    field: &'static str,
+    clock: Clock,
+    retention: Duration,
+    shutdown: Shutdown,
+) {
+    prune_forever(what, clock, retention, shutdown, move |cutoff| {
+        let table = table.clone();
+        async move {
+            table
+                .prune_before(field, &time_key(cutoff), PRUNE_CHUNK)
+                .await
+        }
+    })
+    .await
+}
 
 /// The retention loop: at start and then every [`PRUNE_EVERY`], calls
 /// `prune_chunk(cutoff)` (which deletes up to [`PRUNE_CHUNK`] records that

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Plan, PlanPage, PlanQuery, PlanStatus, Template};
 use crate::clock::Timestamp;
-use crate::engine::{self, Clock, PRUNE_CHUNK, Shutdown};
+use crate::engine::{self, Clock, Shutdown};
 use crate::store::{Counters, Indexed, IndexedTable, Op, Store, StoreError, Table, time_key};
 
 const PLANS: &str = "plans";
@@ -104,14 +104,6 @@ impl PlanRecords {
             }
         }
         Ok(records)
-    }
-
-    /// Deletes up to one chunk of the plans that finished before `cutoff`,
-    /// oldest first. Returns how many it deleted.
-    pub async fn prune_chunk(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        self.table
-            .prune_before(field::FINISHED, &time_key(cutoff), PRUNE_CHUNK)
-            .await
     }
 
     /// The teams' templates.
@@ -253,10 +245,14 @@ pub(super) async fn prune_forever(
     retention: Duration,
     shutdown: Shutdown,
 ) {
-    engine::prune_forever("action plans", clock, retention, shutdown, move |cutoff| {
-        let records = records.clone();
-        async move { records.prune_chunk(cutoff).await }
-    })
+    engine::prune_table_forever(
+        "action plans",
+        records.table,
+        field::FINISHED,
+        clock,
+        retention,
+        shutdown,
+    )
     .await
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::check::HealthCheck;
 use super::incident::{Incident, IncidentPage, IncidentQuery, IncidentStatus};
 use crate::clock::Timestamp;
-use crate::engine::{self, Clock, PRUNE_CHUNK, Shutdown};
+use crate::engine::{self, Clock, Shutdown};
 use crate::store::{
     Batch, Counters, Indexed, IndexedTable, Op, Store, StoreError, Table, time_key,
 };
@@ -236,13 +236,6 @@ impl RecoveryRecords {
             next_cursor: page.next,
         })
     }
-
-    /// Deletes up to one chunk of incidents resolved before `cutoff`.
-    async fn prune_chunk(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        self.incidents
-            .prune_before(field::FINISHED, &time_key(cutoff), PRUNE_CHUNK)
-            .await
-    }
 }
 
 /// The retention loop of incidents: one resolved longer ago than
@@ -253,9 +246,13 @@ pub(super) async fn prune_forever(
     retention: Duration,
     shutdown: Shutdown,
 ) {
-    engine::prune_forever("incidents", clock, retention, shutdown, move |cutoff| {
-        let records = records.clone();
-        async move { records.prune_chunk(cutoff).await }
-    })
+    engine::prune_table_forever(
+        "incidents",
+        records.incidents,
+        field::FINISHED,
+        clock,
+        retention,
+        shutdown,
+    )
     .await
 }

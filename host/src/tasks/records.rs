@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use super::{Task, TaskPage, TaskQuery, TaskStatus};
-use crate::clock::Timestamp;
-use crate::engine::{self, Clock, PRUNE_CHUNK, Shutdown};
+use crate::engine::{self, Clock, Shutdown};
 use crate::store::{Counters, Indexed, IndexedTable, Op, Store, StoreError, time_key};
 
 const TASKS: &str = "tasks";
@@ -213,15 +212,6 @@ impl TaskRecords {
             next_cursor: page.next,
         })
     }
-
-    /// Deletes up to one chunk of the tasks that finished before `cutoff`,
-    /// oldest first, with their index entries. Returns how many it deleted;
-    /// fewer than a chunk means none older is left.
-    pub async fn prune_chunk(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        self.table
-            .prune_before(field::FINISHED, &time_key(cutoff), PRUNE_CHUNK)
-            .await
-    }
 }
 
 /// The retention loop of tasks (see [`engine::prune_forever`]).
@@ -231,10 +221,14 @@ pub(super) async fn prune_forever(
     retention: Duration,
     shutdown: Shutdown,
 ) {
-    engine::prune_forever("tasks", clock, retention, shutdown, move |cutoff| {
-        let records = records.clone();
-        async move { records.prune_chunk(cutoff).await }
-    })
+    engine::prune_table_forever(
+        "tasks",
+        records.table,
+        field::FINISHED,
+        clock,
+        retention,
+        shutdown,
+    )
     .await
 }
 
@@ -243,6 +237,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::clock::Timestamp;
     use crate::engine::{Loops, PRUNE_EVERY, RETENTION_DEFAULT};
     use crate::store::{Batch, RedbBackend};
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{ChannelKind, Delivery, DeliveryStatus};
-use crate::clock::Timestamp;
-use crate::engine::{self, Clock, PRUNE_CHUNK, Shutdown};
+use crate::engine::{self, Clock, Shutdown};
 use crate::store::{Batch, Indexed, IndexedTable, Op, Store, StoreError, time_key};
 
 const DELIVERIES: &str = "alert_deliveries";
@@ -175,13 +174,6 @@ impl DeliveryRecords {
             next_cursor: page.next,
         })
     }
-
-    /// Deletes up to one chunk of deliveries that ended before `cutoff`.
-    async fn prune_chunk(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
-        self.deliveries
-            .prune_before(field::FINISHED, &time_key(cutoff), PRUNE_CHUNK)
-            .await
-    }
 }
 
 /// The retention loop of deliveries: one that ended longer ago than
@@ -192,15 +184,13 @@ pub(super) async fn prune_forever(
     retention: Duration,
     shutdown: Shutdown,
 ) {
-    engine::prune_forever(
+    engine::prune_table_forever(
         "alert deliveries",
+        records.deliveries,
+        field::FINISHED,
         clock,
         retention,
         shutdown,
-        move |cutoff| {
-            let records = records.clone();
-            async move { records.prune_chunk(cutoff).await }
-        },
     )
     .await
 }
