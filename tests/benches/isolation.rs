@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use autoagent_tests::attack::{self, Attack, quantile};
+use autoagent_tests::report::{self, Figure, Report};
 use autoagent_tests::{Host, setting};
 
 #[tokio::main]
@@ -59,14 +60,62 @@ async fn run() {
         ms(bound),
         if a99 <= bound { "met" } else { "NOT met" }
     );
+    let (status_p99, status_a99) = (
+        quantile(&status_alone, 0.99),
+        quantile(&status_attacked, 0.99),
+    );
     println!(
         "  GET /status p99 alone {:.2} ms, during attack {:.2} ms (target <= 20 ms: {})",
-        ms(quantile(&status_alone, 0.99)),
-        ms(quantile(&status_attacked, 0.99)),
-        if quantile(&status_attacked, 0.99) <= Duration::from_millis(20) {
+        ms(status_p99),
+        ms(status_a99),
+        if status_a99 <= Duration::from_millis(20) {
             "met"
         } else {
             "NOT met"
         }
     );
+
+    let mut report = Report::new("isolation", "Isolation between teams");
+    // Both figures have the same cause when they grow: the OS scheduler
+    // shares the two cores between the spinning threads and everything else.
+    let scheduler = "the OS scheduler: two of the guest pool's four threads spin (the \
+                     attacker's share); the victim's call and the HTTP threads get time \
+                     slices between them, a few ms at worst";
+    let verdict = if a99 <= bound {
+        "met".to_owned()
+    } else {
+        format!("missed by {:.2} ms", ms(a99 - bound))
+    };
+    report.add(
+        Figure::new(
+            format!("another team's call during {spinners} endless loops + {bombs} memory bombs"),
+            format!("{:.2} ms p99, {:.2} ms p50", ms(a99), ms(a50)),
+        )
+        .against(
+            format!(
+                "the same calls alone: {:.2} ms p99, {:.2} ms p50",
+                ms(p99),
+                ms(p50)
+            ),
+            a99.as_secs_f64() / p99.as_secs_f64(),
+        )
+        .target(format!(
+            "p99 ≤ max(5× alone, 20 ms) = {:.2} ms: {verdict}",
+            ms(bound)
+        ))
+        .limit(scheduler),
+    );
+    report.add(
+        Figure::new(
+            "`GET /status` during the attack",
+            format!("{:.2} ms p99", ms(status_a99)),
+        )
+        .against(
+            format!("alone: {:.2} ms p99", ms(status_p99)),
+            status_a99.as_secs_f64() / status_p99.as_secs_f64(),
+        )
+        .target(report::at_most(ms(status_a99), 20.0, " ms"))
+        .limit(scheduler),
+    );
+    report.finish();
 }

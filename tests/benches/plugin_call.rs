@@ -3,7 +3,9 @@
 //! against the same call through bare wasmtime with the same pooling
 //! allocator, in the same run.
 //!
-//! Run with `cargo bench -p autoagent-tests --bench plugin_call`.
+//! Run with `cargo bench -p autoagent-tests --bench plugin_call`; add
+//! `--features extism` for the same call through Extism (fresh instance
+//! per call, and its default: one reused instance).
 //! The guest is `guest-echo`, capability `ping`.
 
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use autoagent::names::Name;
 use autoagent::plugins::{Caller, PluginSource, Plugins, RuntimeConfig};
 use autoagent::store::{RedbBackend, Store};
 use autoagent_tests::guests;
+use autoagent_tests::report::{self, Figure, Report};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -95,6 +98,8 @@ impl WasiView for BareState {
 
 const CALLS_PER_ROUND: u32 = 5_000;
 const ROUNDS: usize = 7;
+/// How long each calls-per-second round runs.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(2);
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -128,7 +133,9 @@ async fn run() {
     // request's, adds a hop between threads; see BENCHMARKS.md).
     let plugins = Arc::new(plugins);
     let pool = plugins.guest_runtime().clone();
-    pool.spawn(measure(plugins, wasm)).await.unwrap();
+    pool.spawn(measure(plugins, wasm, config.guest_threads))
+        .await
+        .unwrap();
 }
 
 /// `KEEP_RESIDENT` bytes (the host's default when unset), for both sides.
@@ -136,7 +143,7 @@ fn keep_resident() -> usize {
     autoagent_tests::setting("KEEP_RESIDENT", autoagent::plugins::DEFAULT_KEEP_RESIDENT)
 }
 
-async fn measure(plugins: Arc<Plugins>, wasm: Vec<u8>) {
+async fn measure(plugins: Arc<Plugins>, wasm: Vec<u8>, threads: usize) {
     let input = serde_json::Value::Null;
     let (team, plugin) = (Name::from_static("testing"), Name::from_static("echo"));
     let ours = || async {
@@ -146,56 +153,26 @@ async fn measure(plugins: Arc<Plugins>, wasm: Vec<u8>) {
             .unwrap();
         assert_eq!(out["pong"], true);
     };
+    let bare = Arc::new(Bare::new(&wasm));
+    #[cfg(feature = "extism")]
+    let extism = ExtismSide::new();
+    #[cfg(feature = "extism")]
+    let mut reused = extism.instance();
 
-    // Bare wasmtime: same pooling knobs, no limiter, no deadline, no JSON.
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(100)
-        .linear_memory_keep_resident(keep_resident())
-        .table_keep_resident(1 << 16);
-    let mut config = Config::new();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config).unwrap();
-    let component = Component::new(&engine, &wasm).unwrap();
-    let mut linker: Linker<BareState> = Linker::new(&engine);
-    // WASI and wasi:http as the host links them (the guest imports
-    // wasi:http for its `fetch` capability), and our imports as no-ops:
-    // `ping` calls none of them.
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
-    bare::Capability::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).unwrap();
-    let pre = bare::CapabilityPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-    let ctx = bare::autoagent::plugin::types::CallContext {
-        team: "testing".into(),
-        plugin: "echo".into(),
-        call_id: "bench".into(),
-        worker_id: None,
-        subject_id: None,
-    };
-    let bare_call = || async {
-        let mut store = wasmtime::Store::new(
-            &engine,
-            BareState {
-                wasi: WasiCtx::builder().build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-            },
-        );
-        let instance = pre.instantiate_async(&mut store).await.unwrap();
-        let out = instance
-            .call_invoke(&mut store, &ctx, "ping", "null")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(out, r#"{"pong":true}"#);
-    };
-
-    // Warm both up, then alternate rounds so drift hits both alike.
+    // Warm every side up, then alternate rounds so drift hits all alike.
     for _ in 0..1_000 {
         ours().await;
-        bare_call().await;
+        bare.call().await;
+        #[cfg(feature = "extism")]
+        {
+            extism.call_fresh();
+            ExtismSide::call(&mut reused);
+        }
     }
     let mut ours_us = Vec::new();
     let mut bare_us = Vec::new();
+    #[cfg(feature = "extism")]
+    let (mut fresh_us, mut reused_us) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let started = Instant::now();
         for _ in 0..CALLS_PER_ROUND {
@@ -204,9 +181,22 @@ async fn measure(plugins: Arc<Plugins>, wasm: Vec<u8>) {
         ours_us.push(per_call(started.elapsed()));
         let started = Instant::now();
         for _ in 0..CALLS_PER_ROUND {
-            bare_call().await;
+            bare.call().await;
         }
         bare_us.push(per_call(started.elapsed()));
+        #[cfg(feature = "extism")]
+        {
+            let started = Instant::now();
+            for _ in 0..CALLS_PER_ROUND {
+                extism.call_fresh();
+            }
+            fresh_us.push(per_call(started.elapsed()));
+            let started = Instant::now();
+            for _ in 0..CALLS_PER_ROUND {
+                ExtismSide::call(&mut reused);
+            }
+            reused_us.push(per_call(started.elapsed()));
+        }
     }
     let ours_median = median(&mut ours_us);
     let bare_median = median(&mut bare_us);
@@ -215,7 +205,221 @@ async fn measure(plugins: Arc<Plugins>, wasm: Vec<u8>) {
     );
     println!("  autoagent: median {ours_median:.1} µs/call  (rounds: {ours_us:.1?})");
     println!("  bare:      median {bare_median:.1} µs/call  (rounds: {bare_us:.1?})");
-    println!("  ratio autoagent/bare: {:.2}", ours_median / bare_median);
+    let mut report = Report::new(
+        "plugin_call",
+        "One plugin call, fresh sandbox, JSON in and out",
+    );
+    let ratio = ours_median / bare_median;
+    report.add(
+        Figure::new("call, one thread", format!("{ours_median:.1} µs"))
+            .against(format!("bare wasmtime 48 {bare_median:.1} µs"), ratio)
+            .target(report::at_most(ratio, 1.1, "×"))
+            .limit(
+                "instantiation and the reset of the guest's memory (most of both sides); \
+                 ours adds the call slot, limiter, deadline, JSON and counters",
+            ),
+    );
+    report.add(
+        Figure::new(
+            "call, one thread (absolute)",
+            format!("{ours_median:.1} µs"),
+        )
+        .target(report::at_most(ours_median, 10.0, " µs")),
+    );
+    #[cfg(feature = "extism")]
+    {
+        let fresh = median(&mut fresh_us);
+        let reused = median(&mut reused_us);
+        println!("  extism, fresh instance: median {fresh:.1} µs/call  (rounds: {fresh_us:.1?})");
+        println!("  extism, reused:         median {reused:.1} µs/call  (rounds: {reused_us:.1?})");
+        let verdict = if ours_median < fresh {
+            "faster than Extism at equal isolation: met"
+        } else {
+            "faster than Extism at equal isolation: missed"
+        };
+        report.add(
+            Figure::new(
+                "call vs Extism, fresh instance each",
+                format!("{ours_median:.1} µs"),
+            )
+            .against(format!("Extism 1.30 {fresh:.1} µs"), ours_median / fresh)
+            .target(verdict)
+            .limit(
+                "Extism links a new `Linker` and its kernel module for every new plugin instance",
+            ),
+        );
+        report.add(
+            Figure::new(
+                "call vs Extism, reused instance (its default)",
+                format!("{ours_median:.1} µs"),
+            )
+            .against(format!("Extism 1.30 {reused:.1} µs"), ours_median / reused)
+            .limit("a reused instance keeps state between calls: not our isolation"),
+        );
+    }
+
+    // Calls per second with every guest thread busy.
+    let mut ours_rates = Vec::new();
+    let mut bare_rates = Vec::new();
+    for _ in 0..3 {
+        let (plugins, team, plugin) = (plugins.clone(), team.clone(), plugin.clone());
+        ours_rates.push(
+            rate(threads, move || {
+                let plugins = plugins.clone();
+                let (team, plugin) = (team.clone(), plugin.clone());
+                tokio::spawn(async move {
+                    let input = serde_json::Value::Null;
+                    plugins
+                        .invoke(&team, &plugin, "ping", &input, Caller::default())
+                        .await
+                        .unwrap();
+                })
+            })
+            .await,
+        );
+        let bare = bare.clone();
+        bare_rates.push(
+            rate(threads, move || {
+                let bare = bare.clone();
+                tokio::spawn(async move { bare.call().await })
+            })
+            .await,
+        );
+    }
+    let ours_rate = median(&mut ours_rates);
+    let bare_rate = median(&mut bare_rates);
+    println!("  calls/s on {threads} guest threads: autoagent {ours_rate:.0}, bare {bare_rate:.0}");
+    report.add(
+        Figure::new(
+            format!("calls/s, {threads} guest threads on all cores"),
+            format!("{}/s", report::thousands(ours_rate)),
+        )
+        .against(
+            format!("bare wasmtime 48 {}/s", report::thousands(bare_rate)),
+            ours_rate / bare_rate,
+        )
+        .limit("CPU: both cores busy instantiating; the pool's slots and memory resets scale with cores"),
+    );
+    report.finish();
+}
+
+/// Calls per second over `THROUGHPUT_WINDOW` with `concurrency` loops each
+/// starting the next call (made by `call`) when its last one ends.
+async fn rate<F>(concurrency: usize, call: F) -> f64
+where
+    F: Fn() -> tokio::task::JoinHandle<()> + Send + Sync + 'static,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let loops: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while started.elapsed() < THROUGHPUT_WINDOW {
+                    call().await.unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for one in loops {
+        total += one.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The same call through bare wasmtime: same pooling knobs and imports, no
+/// limiter, no deadline, no JSON handling.
+struct Bare {
+    engine: Engine,
+    pre: bare::CapabilityPre<BareState>,
+    ctx: bare::autoagent::plugin::types::CallContext,
+}
+
+impl Bare {
+    fn new(wasm: &[u8]) -> Self {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(100)
+            .linear_memory_keep_resident(keep_resident())
+            .table_keep_resident(1 << 16);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, wasm).unwrap();
+        let mut linker: Linker<BareState> = Linker::new(&engine);
+        // WASI and wasi:http as the host links them (the guest imports
+        // wasi:http for its `fetch` capability), and our imports as no-ops:
+        // `ping` calls none of them.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).unwrap();
+        bare::Capability::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).unwrap();
+        let pre = bare::CapabilityPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        let ctx = bare::autoagent::plugin::types::CallContext {
+            team: "testing".into(),
+            plugin: "echo".into(),
+            call_id: "bench".into(),
+            worker_id: None,
+            subject_id: None,
+        };
+        Self { engine, pre, ctx }
+    }
+
+    async fn call(&self) {
+        let mut store = wasmtime::Store::new(
+            &self.engine,
+            BareState {
+                wasi: WasiCtx::builder().build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+            },
+        );
+        let instance = self.pre.instantiate_async(&mut store).await.unwrap();
+        let out = instance
+            .call_invoke(&mut store, &self.ctx, "ping", "null")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, r#"{"pong":true}"#);
+    }
+}
+
+/// The same logic as an Extism plugin (`guests/extism-echo`, built with
+/// `extism-pdk`), compiled once.
+#[cfg(feature = "extism")]
+struct ExtismSide {
+    compiled: extism::CompiledPlugin,
+}
+
+#[cfg(feature = "extism")]
+impl ExtismSide {
+    fn new() -> Self {
+        let wasm = std::fs::read(guests::GUEST_EXTISM_ECHO).unwrap();
+        let manifest = extism::Manifest::new([extism::Wasm::data(wasm)]);
+        let builder = extism::PluginBuilder::new(manifest)
+            .with_wasi(false)
+            .with_cache_disabled();
+        Self {
+            compiled: extism::CompiledPlugin::new(builder).unwrap(),
+        }
+    }
+
+    /// A new plugin instance, as Extism makes one from a compiled plugin.
+    fn instance(&self) -> extism::Plugin {
+        extism::Plugin::new_from_compiled(&self.compiled).unwrap()
+    }
+
+    /// One call on a new instance: the isolation our every call has.
+    fn call_fresh(&self) {
+        Self::call(&mut self.instance());
+    }
+
+    fn call(plugin: &mut extism::Plugin) {
+        let out: String = plugin.call("ping", "null").unwrap();
+        assert_eq!(out, r#"{"pong":true}"#);
+    }
 }
 
 fn per_call(elapsed: Duration) -> f64 {

@@ -13,10 +13,17 @@ use std::time::Duration;
 
 pub use serde_json::{Value, json};
 
+pub mod report;
+
 /// Paths of the test guest components, built for `wasm32-wasip2` by
 /// `build.rs`.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+    /// Path of `guests/extism-echo`, the echo guest's `ping` as an Extism
+    /// plugin (a core module for `wasm32-unknown-unknown`).
+    #[cfg(feature = "extism")]
+    pub const GUEST_EXTISM_ECHO: &str = env!("GUEST_EXTISM_ECHO");
 }
 
 /// The API's base path.
@@ -191,6 +198,11 @@ impl Host {
         Some(Duration::from_millis(ticks * 10))
     }
 
+    /// The host process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.child.as_ref()?.id())
+    }
+
     /// The host process's resident memory, read from `/proc`; `None` where
     /// that is not readable.
     pub fn rss_bytes(&self) -> Option<u64> {
@@ -319,6 +331,20 @@ version = "{version}"
 /// The echo guest's component.
 pub fn echo_wasm() -> Vec<u8> {
     std::fs::read(guests::GUEST_ECHO).expect("the echo guest is built")
+}
+
+/// `wasm` with a custom section numbered `n` appended: the same component
+/// to run, but bytes never seen before, so the host must compile it (its
+/// artifact cache is keyed by the bytes).
+pub fn unseen_component(mut wasm: Vec<u8>, n: usize) -> Vec<u8> {
+    let name = b"bench";
+    let payload = n.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "one-byte LEB128 sizes");
+    wasm.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(&payload);
+    wasm
 }
 
 impl Host {

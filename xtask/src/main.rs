@@ -5,6 +5,8 @@
 //! plugins are compiled for before it builds anything. Plain Rust keeps them
 //! portable and free of shell quoting.
 
+mod bench;
+
 use std::env;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -28,6 +30,8 @@ tasks:
   test [ARGS...]   build the host and run every test (`cargo test --release --workspace ARGS...`),
                    then the API fuzz run
   fuzz-api         the API fuzz run alone: schemathesis against a fresh host's OpenAPI document
+  bench [NAMES...] run the benchmark suite (or the named benchmarks) and rewrite the tables at
+                   the top of BENCHMARKS.md
   build            build the host (release) into target/release/autoagent";
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Some("test") => test(&rest),
         Some("build") => build_host(),
         Some("fuzz-api") => build_host().and_then(|()| fuzz_api()),
+        Some("bench") => bench::bench(&rest),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

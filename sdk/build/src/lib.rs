@@ -39,8 +39,9 @@ use std::process::{Command, Stdio};
 pub const TARGET: &str = "wasm32-wasip2";
 
 /// Variables the outer cargo sets for build scripts (or that configure the
-/// outer build) which would make the nested build wrong if inherited.
-const ENV_NOT_INHERITED: &[&str] = &[
+/// outer build) which would make the nested build wrong if inherited. A build
+/// script that runs another nested wasm build removes them too.
+pub const ENV_NOT_INHERITED: &[&str] = &[
     // Flags meant for the host target (e.g. `-C target-cpu=native`,
     // coverage instrumentation) break or bloat a wasm build; cargo reads the
     // encoded form first, so both must go.
