@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use serde::Serialize;
 
 use super::Plugins;
@@ -174,18 +176,18 @@ impl Plugins {
         what: &str,
         caller: Caller,
     ) -> Result<(Arc<LoadedPlugin>, HostContext, CallRecord), InvokeError> {
-        let key = key_of(team, name);
-        let plugin = self.serving(&key).ok_or_else(|| InvokeError::NotFound {
-            team: team.to_string(),
-            name: name.to_string(),
-        })?;
-        let host = self.host_context(&plugin.manifest, caller);
+        let plugin = self
+            .serving(&key_of(team, name))
+            .ok_or_else(|| InvokeError::NotFound {
+                team: team.to_string(),
+                name: name.to_string(),
+            })?;
+        let host = self.host_context(&plugin.manifest, plugin.share.clone(), caller);
         let record = CallRecord {
-            stats: self.stats_of(&key),
+            stats: plugin.stats.clone(),
             started: Instant::now(),
             call_id: host.call_id.clone(),
-            team: team.clone(),
-            name: name.clone(),
+            manifest: plugin.manifest.clone(),
             what: what.to_owned(),
         };
         Ok((plugin, host, record))
@@ -193,9 +195,15 @@ impl Plugins {
 
     /// What the host offers one call of a plugin with `manifest`, under a
     /// new call id. Also used for the `describe` call at load.
-    pub(super) fn host_context(&self, manifest: &Arc<Manifest>, caller: Caller) -> HostContext {
+    pub(super) fn host_context(
+        &self,
+        manifest: &Arc<Manifest>,
+        share: Arc<Semaphore>,
+        caller: Caller,
+    ) -> HostContext {
         let n = self.next_call.fetch_add(1, Ordering::Relaxed);
         HostContext {
+            share,
             manifest: manifest.clone(),
             call_id: format!("call_{n}"),
             worker_id: caller.worker_id,
@@ -254,8 +262,8 @@ struct CallRecord {
     stats: Arc<CallStats>,
     started: Instant,
     call_id: String,
-    team: Name,
-    name: Name,
+    /// Whose call it is (team and name).
+    manifest: Arc<Manifest>,
     /// The export called: a capability's name, `check` or `recover`.
     what: String,
 }
@@ -266,7 +274,7 @@ impl CallRecord {
         self.stats.count(self.started.elapsed(), outcome.is_err());
         if let Err(err) = &outcome {
             tracing::warn!(
-                team = %self.team, plugin = %self.name, export = %self.what,
+                team = %self.manifest.team, plugin = %self.manifest.name, export = %self.what,
                 call_id = %self.call_id, kind = %err.kind(), error = %err,
                 "plugin call failed"
             );
@@ -284,8 +292,13 @@ mod tests {
             stats: stats.clone(),
             started: Instant::now(),
             call_id: "call_1".into(),
-            team: Name::from_static("ops"),
-            name: Name::from_static("tickets"),
+            manifest: Arc::new(
+                Manifest::parse(
+                    "name = \"tickets\"\nversion = \"1.0.0\"\nkind = \"capability\"\n\
+                     team = \"ops\"\ncapabilities = [\"open\"]\n",
+                )
+                .unwrap(),
+            ),
             what: "open".into(),
         }
     }

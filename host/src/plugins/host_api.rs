@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use super::manifest::Manifest;
 use super::reach::Reach;
 use super::runtime::CallState;
@@ -28,6 +30,8 @@ pub struct HostContext {
     /// The network this call may use: a health check's target, when its
     /// manifest grants `reach-target`; `None` (no network) otherwise.
     pub reach: Option<Reach>,
+    /// The plugin's team's share of the guest threads (see `Slice`).
+    pub share: Arc<Semaphore>,
 }
 
 impl HostContext {

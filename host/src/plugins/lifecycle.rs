@@ -423,7 +423,8 @@ impl Plugins {
             })?;
         let capabilities = match manifest.kind {
             PluginKind::Capability => {
-                let host = self.host_context(&manifest, Caller::default());
+                let share = self.runtime.team_share(&manifest.team);
+                let host = self.host_context(&manifest, share, Caller::default());
                 let described = self
                     .runtime
                     .describe(&prepared, &manifest.limits, host)
@@ -436,6 +437,8 @@ impl Plugins {
         Ok(Ready {
             plugin: LoadedPlugin {
                 slots: Semaphore::new(manifest.limits.max_concurrent_calls as usize),
+                stats: self.stats_of(&(manifest.team.clone(), manifest.name.clone())),
+                share: self.runtime.team_share(&manifest.team),
                 manifest,
                 manifest_text: files.manifest.clone(),
                 wasm_sha256: sha,

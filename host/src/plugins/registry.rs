@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use super::calls::CallStats;
 use super::manifest::{Manifest, PluginKind};
 use super::runtime::Prepared;
 use super::{CORE_TEAM, Plugins};
@@ -101,6 +102,11 @@ pub(super) struct LoadedPlugin {
     pub(super) capabilities: Vec<CapabilityInfo>,
     /// One permit per concurrent call the manifest allows.
     pub(super) slots: Semaphore,
+    /// The counters of this plugin's calls (kept across its versions).
+    pub(super) stats: Arc<CallStats>,
+    /// Its team's share of the guest threads. Held here so that a call
+    /// looks up neither (both are shared by every call of the plugin).
+    pub(super) share: Arc<Semaphore>,
     pub(super) source: PluginSource,
     pub(super) loaded_at: Timestamp,
 }

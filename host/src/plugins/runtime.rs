@@ -248,12 +248,13 @@ impl GuestPool {
     }
 
     fn share_of(&self, team: &str) -> Arc<Semaphore> {
-        self.shares
-            .lock()
-            .expect("guest shares poisoned")
-            .entry(team.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_team)))
-            .clone()
+        let mut shares = self.shares.lock().expect("guest shares poisoned");
+        if let Some(share) = shares.get(team) {
+            return share.clone();
+        }
+        let share = Arc::new(Semaphore::new(self.per_team));
+        shares.insert(team.to_owned(), share.clone());
+        share
     }
 
     /// Runs `call` on the pool. If the caller stops waiting (its task was
@@ -490,6 +491,12 @@ impl Runtime {
         &self.budget
     }
 
+    /// `team`'s share of the guest threads, which every call of its
+    /// plugins takes a slice of (see [`Slice`]).
+    pub(super) fn team_share(&self, team: &str) -> Arc<Semaphore> {
+        self.pool.share_of(team)
+    }
+
     /// The guest pool's runtime. Work that calls plugins many times (a
     /// task's attempt) runs there, so its calls need no hop between
     /// threads.
@@ -527,7 +534,7 @@ impl Runtime {
     {
         let limits = limits.clone();
         let (engine, budget) = (self.engine.clone(), self.budget.clone());
-        let share = self.pool.share_of(&host.manifest.team);
+        let share = host.share.clone();
         self.pool
             .run(async move {
                 let ctx = host.wit_context();
@@ -730,10 +737,21 @@ impl Prepared {
 
 /// Outer bound on a call, for time spent in host imports, where epoch
 /// interruption does not reach. The epoch deadline normally fires first.
+///
+/// Most calls finish in their first poll (guest code yields only at an
+/// epoch tick or when it waits on the host), so the timer is armed only
+/// for a call that did not: setting one up and tearing it down is a
+/// noticeable part of a 10 µs call. A first poll is itself bounded by the
+/// epoch deadline.
 async fn bounded<T>(
     limits: &Limits,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> Option<wasmtime::Result<T>> {
+    let mut call = std::pin::pin!(call);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(outcome) = first {
+        return Some(outcome);
+    }
     let grace = Duration::from_millis(limits.timeout_ms) + EPOCH_TICK * 10;
     tokio::time::timeout(grace, call).await.ok()
 }
