@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
+use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use super::Limits;
 use crate::api::ApiError;
@@ -28,55 +29,83 @@ use crate::api::ApiError;
 /// Wraps `router` in the request body timeout, the whole-request deadline
 /// and the panic net of `limits`, outermost last:
 ///
-/// 0. `close_if_body_unread`: a response sent before the request's body was
-///    read to its end says `Connection: close`.
-/// 1. [`CatchPanicLayer`]: a panic anywhere below becomes a 500
-///    `internal_error` and one ERROR line naming the panic.
-/// 2. `answer_past_deadline`: a request still running after
+/// 0. `answer_past_deadline`: a request still running after
 ///    [`Limits::request_timeout`] is dropped and answered 503
 ///    `server_timeout`.
-/// 3. [`RequestBodyTimeoutLayer`]: a body read that waits longer than
-///    [`Limits::body_timeout`] for its next chunk fails.
-/// 4. `answer_body_timeouts`: a request whose body read failed that way is
-///    answered 408 `request_timeout`, whatever the handler made of the
-///    failure.
+/// 1. [`CatchPanicLayer`]: a panic anywhere below becomes a 500
+///    `internal_error` and one ERROR line naming the panic.
+/// 2. `guard_body`, for a request with a body: a read that waits longer
+///    than [`Limits::body_timeout`] for its next chunk fails, and the
+///    request is answered 408 `request_timeout` whatever the handler made
+///    of the failure; a response sent before the body was read to its end
+///    says `Connection: close`.
+///
+/// Two small middlewares rather than one per concern: they run on every
+/// request, and each layer costs a boxed future and a clone of the rest of
+/// the stack.
 pub fn with_limits(router: Router, limits: &Limits) -> Router {
     router
-        .layer(middleware::from_fn_with_state(
-            limits.body_timeout,
-            answer_body_timeouts,
-        ))
-        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             answer_past_deadline,
         ))
         .layer(CatchPanicLayer::custom(answer_panic))
-        .layer(middleware::from_fn(close_if_body_unread))
+        .layer(middleware::from_fn_with_state(
+            limits.body_timeout,
+            guard_body,
+        ))
 }
 
-/// Marks a response `Connection: close` when the request's body was not
-/// read to its end (an upload refused before its body was looked at, a
-/// timeout). hyper then closes the connection with the body unread, and a
-/// client that sees no `close` would put the connection back in its pool
-/// and send its next request into a socket the host has shut (the client
-/// sees a broken pipe). The header tells it not to reuse the connection.
-async fn close_if_body_unread(request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let has_body = match headers.get(header::CONTENT_LENGTH) {
-        Some(length) => length.as_bytes() != b"0",
-        None => headers.contains_key(header::TRANSFER_ENCODING),
-    };
-    if !has_body {
+/// The body's two guards; a request without a body passes straight on.
+///
+/// - A body read that waits longer than `body_timeout` for its next chunk
+///   fails. Handlers turn a failed body read into their own rejection (a
+///   400 from the JSON extractor, for one); noting the timeout on the way
+///   lets this answer what really happened: 408.
+/// - A response sent before the body was read to its end (an upload refused
+///   before its body was looked at, a timeout) is marked `Connection:
+///   close`. hyper then closes the connection with the body unread, and a
+///   client that sees no `close` would put the connection back in its pool
+///   and send its next request into a socket the host has shut (the client
+///   sees a broken pipe).
+async fn guard_body(
+    State(body_timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // hyper knows a request without a body (no length, or length 0) by its
+    // headers: nothing to time out on, nothing left unread.
+    if http_body::Body::is_end_stream(request.body()) {
         return next.run(request).await;
     }
     let finished = Arc::new(AtomicBool::new(false));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let seen = stalled.clone();
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let (parts, body) = request.into_parts();
+    let timed = TimeoutBody::new(body_timeout, body).map_err(move |err| {
+        if err.is::<TimeoutError>() {
+            seen.store(true, Ordering::Relaxed);
+        }
+        axum::Error::new(err)
+    });
     let tracked = Body::new(ReadToEnd {
-        inner: body,
+        inner: Body::new(timed),
         finished: finished.clone(),
     });
     let mut response = next.run(Request::from_parts(parts, tracked)).await;
+    if stalled.load(Ordering::Relaxed) {
+        tracing::warn!(%method, path = uri.path(), "request body stalled; answered 408");
+        response = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body sent nothing for {} s; the host stopped waiting",
+                body_timeout.as_secs()
+            ),
+        )
+        .into_response();
+    }
     if !finished.load(Ordering::Acquire) {
         response
             .headers_mut()
@@ -119,56 +148,23 @@ impl http_body::Body for ReadToEnd {
     }
 }
 
-async fn answer_body_timeouts(
-    State(body_timeout): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if http_body::Body::is_end_stream(request.body()) {
-        // No body: nothing to time out on.
-        return next.run(request).await;
-    }
-    let stalled = Arc::new(AtomicBool::new(false));
-    let seen = stalled.clone();
-    // Handlers turn a failed body read into their own rejection (a 400 from
-    // the JSON extractor, for one); noting the timeout on the way lets this
-    // layer answer what really happened.
-    let request = request.map(|body| {
-        Body::new(body.map_err(move |err| {
-            let err = err.into_inner();
-            if err.is::<TimeoutError>() {
-                seen.store(true, Ordering::Relaxed);
-            }
-            err
-        }))
-    });
-    let (method, uri) = (request.method().clone(), request.uri().clone());
-    let response = next.run(request).await;
-    if !stalled.load(Ordering::Relaxed) {
-        return response;
-    }
-    tracing::warn!(%method, path = uri.path(), "request body stalled; answered 408");
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        format!(
-            "the request body sent nothing for {} s; the host stopped waiting",
-            body_timeout.as_secs()
-        ),
-    )
-    .into_response()
-}
-
 /// Runs the request under its deadline; past it the handler is dropped
 /// (its future, and whatever it was waiting for) and the request answered
-/// 503 `server_timeout`.
+/// 503 `server_timeout`. Most requests are answered in their first poll,
+/// so the timer is armed only for one that was not: setting one up and
+/// tearing it down is a measurable part of a small request.
 async fn answer_past_deadline(
     State(request_timeout): State<Duration>,
     request: Request,
     next: Next,
 ) -> Response {
     let (method, uri) = (request.method().clone(), request.uri().clone());
-    match tokio::time::timeout(request_timeout, next.run(request)).await {
+    let mut answer = std::pin::pin!(next.run(request));
+    let first = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx))).await;
+    if let Poll::Ready(response) = first {
+        return response;
+    }
+    match tokio::time::timeout(request_timeout, answer).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(%method, path = uri.path(), "request took too long; answered 503");
