@@ -22,12 +22,14 @@ mod tokens;
 mod workers;
 mod workflows;
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Request};
 use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -95,13 +97,10 @@ pub fn router(app: Arc<App>) -> Router {
         .nest(BASE_PATH, routes)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(
-            (
-                app.clone(),
-                Arc::new(tokens::RateLimits::new(app.token_rate_per_sec)),
-            ),
-            front_door,
-        ))
+        .layer(FrontDoorLayer {
+            app: app.clone(),
+            limits: Arc::new(tokens::RateLimits::new(app.token_rate_per_sec)),
+        })
         .with_state(app)
 }
 
@@ -121,21 +120,81 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
     )
 }
 
+/// Makes [`FrontDoor`]s.
+#[derive(Clone)]
+struct FrontDoorLayer {
+    app: Arc<App>,
+    limits: Arc<tokens::RateLimits>,
+}
+
+impl<S> tower::Layer<S> for FrontDoorLayer {
+    type Service = FrontDoor<S>;
+
+    fn layer(&self, inner: S) -> FrontDoor<S> {
+        FrontDoor {
+            inner,
+            app: self.app.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
 /// Every request passes here once: who calls ([`tokens::identify`], its
 /// refusals included) and, once answered, the count by method, route and
-/// status. One layer rather than two: it runs on every request.
-async fn front_door(
-    State((app, limits)): State<(Arc<App>, Arc<tokens::RateLimits>)>,
+/// status. One hand-written layer rather than `from_fn` middlewares: it
+/// runs on every request, and each of those boxes its future and the rest
+/// of the stack.
+#[derive(Clone)]
+struct FrontDoor<S> {
+    inner: S,
+    app: Arc<App>,
+    limits: Arc<tokens::RateLimits>,
+}
+
+impl<S> tower::Service<Request> for FrontDoor<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The service that was polled ready serves this request.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let (app, limits) = (self.app.clone(), self.limits.clone());
+        Box::pin(async move { Ok(front_door(&app, &limits, request, inner).await) })
+    }
+}
+
+async fn front_door<S>(
+    app: &App,
+    limits: &tokens::RateLimits,
     request: Request,
-    next: Next,
-) -> Response {
+    mut inner: S,
+) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     let method = request.method().clone();
     // The route template, shared with the router (no copy).
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .cloned();
-    let response = tokens::identify(&app, &limits, request, next)
+    let next = |request| async move {
+        match inner.call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    };
+    let response = tokens::identify(app, limits, request, next)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let status = response.status();

@@ -7,7 +7,6 @@ use std::num::NonZeroU32;
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -70,12 +69,15 @@ impl RateLimits {
 /// `Authorization: Bearer <token>`, or no header at all on a loopback host.
 /// Applies the token's rate limit, and logs every write with the token's
 /// id, team and role (never its secret).
-pub(super) async fn identify(
+pub(super) async fn identify<F>(
     app: &App,
     limits: &RateLimits,
     mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+    next: impl FnOnce(Request) -> F,
+) -> Result<Response, ApiError>
+where
+    F: Future<Output = Response>,
+{
     let unauthorized =
         |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned());
     let identity = match request.headers().get(header::AUTHORIZATION) {
@@ -105,7 +107,7 @@ pub(super) async fn identify(
     let uri = write.then(|| request.uri().clone());
     let method = request.method().clone();
     request.extensions_mut().insert(identity.clone());
-    let response = next.run(request).await;
+    let response = next(request).await;
     if let Some(uri) = uri {
         tracing::info!(
             token_id = %identity.token_id(),

@@ -1,117 +1,210 @@
-//! The tower layers around the API router: request body and whole-request
-//! timeouts and the panic net, each answering in the API's error envelope.
+//! The guard around the API router: the request body timeout, the
+//! whole-request deadline and the panic net, each answering in the API's
+//! error envelope.
 //!
-//! tower-http times request bodies and catches panics; the small middlewares
-//! here turn what those report (a failed body read, a panic payload) into an
-//! [`ApiError`] and a log line, and put the whole request under its
-//! deadline. They run on every request, so the common case (a request
-//! without a body, answered in time) allocates nothing.
+//! One hand-written tower layer does all three: it runs on every request,
+//! and stacking one layer per concern (tower-http's panic and body timeout
+//! layers, `from_fn` middlewares) cost about a tenth of the host's
+//! throughput on small requests (BENCHMARKS.md, "API under load"): each
+//! boxed its future, cloned the rest of the stack and, for the panic net,
+//! boxed the response body. The common case (a request without a body,
+//! answered in its first poll) allocates nothing here but the one boxed
+//! future.
 
 use std::any::Any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::{Layer, Service};
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use super::Limits;
 use crate::api::ApiError;
 
-/// Wraps `router` in the request body timeout, the whole-request deadline
-/// and the panic net of `limits`, outermost last:
-///
-/// 0. `answer_past_deadline`: a request still running after
-///    [`Limits::request_timeout`] is dropped and answered 503
-///    `server_timeout`.
-/// 1. [`CatchPanicLayer`]: a panic anywhere below becomes a 500
-///    `internal_error` and one ERROR line naming the panic.
-/// 2. `guard_body`, for a request with a body: a read that waits longer
-///    than [`Limits::body_timeout`] for its next chunk fails, and the
-///    request is answered 408 `request_timeout` whatever the handler made
-///    of the failure; a response sent before the body was read to its end
-///    says `Connection: close`.
-///
-/// Two small middlewares rather than one per concern: they run on every
-/// request, and each layer costs a boxed future and a clone of the rest of
-/// the stack.
+/// Wraps every route of `router` in [`Guard`] with `limits`' timeouts.
 pub fn with_limits(router: Router, limits: &Limits) -> Router {
-    router
-        .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
-            answer_past_deadline,
-        ))
-        .layer(CatchPanicLayer::custom(answer_panic))
-        .layer(middleware::from_fn_with_state(
-            limits.body_timeout,
-            guard_body,
-        ))
+    router.layer(GuardLayer {
+        body_timeout: limits.body_timeout,
+        request_timeout: limits.request_timeout,
+    })
 }
 
-/// The body's two guards; a request without a body passes straight on.
+/// Makes [`Guard`]s.
+#[derive(Debug, Clone, Copy)]
+struct GuardLayer {
+    body_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            limits: *self,
+        }
+    }
+}
+
+/// Runs a request so that:
 ///
-/// - A body read that waits longer than `body_timeout` for its next chunk
-///   fails. Handlers turn a failed body read into their own rejection (a
-///   400 from the JSON extractor, for one); noting the timeout on the way
-///   lets this answer what really happened: 408.
-/// - A response sent before the body was read to its end (an upload refused
-///   before its body was looked at, a timeout) is marked `Connection:
-///   close`. hyper then closes the connection with the body unread, and a
-///   client that sees no `close` would put the connection back in its pool
-///   and send its next request into a socket the host has shut (the client
-///   sees a broken pipe).
-async fn guard_body(
-    State(body_timeout): State<Duration>,
+/// - a panic anywhere below becomes a 500 `internal_error` and one ERROR
+///   line naming the panic;
+/// - a request still running [`Limits::request_timeout`] after its first
+///   poll is dropped (its handler's future and whatever it waited for) and
+///   answered 503 `server_timeout`. Most requests are answered in their
+///   first poll, so the timer is armed only for one that was not;
+/// - a body read that waits longer than [`Limits::body_timeout`] for its
+///   next chunk fails, and the request is answered 408 `request_timeout`
+///   whatever the handler made of the failure (the JSON extractor, for
+///   one, would answer 400);
+/// - a response sent before the request's body was read to its end (an
+///   upload refused before its body was looked at, a timeout) says
+///   `Connection: close`. hyper then closes the connection with the body
+///   unread, and a client that sees no `close` would put the connection
+///   back in its pool and send its next request into a socket the host has
+///   shut (the client sees a broken pipe).
+#[derive(Debug, Clone)]
+struct Guard<S> {
+    inner: S,
+    limits: GuardLayer,
+}
+
+impl<S> Service<Request> for Guard<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The service that was polled ready serves this request; its clone
+        // waits for the next.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(guarded(inner, self.limits, request))
+    }
+}
+
+async fn guarded<S>(
+    mut inner: S,
+    limits: GuardLayer,
     request: Request,
-    next: Next,
-) -> Response {
+) -> Result<Response, Infallible>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     // hyper knows a request without a body (no length, or length 0) by its
     // headers: nothing to time out on, nothing left unread.
-    if http_body::Body::is_end_stream(request.body()) {
-        return next.run(request).await;
-    }
-    let finished = Arc::new(AtomicBool::new(false));
-    let stalled = Arc::new(AtomicBool::new(false));
-    let seen = stalled.clone();
+    let body = (!http_body::Body::is_end_stream(request.body())).then(BodyFlags::default);
+    let request = match &body {
+        Some(flags) => flags.watch(request, limits.body_timeout),
+        None => request,
+    };
     let (method, uri) = (request.method().clone(), request.uri().clone());
-    let (parts, body) = request.into_parts();
-    let timed = TimeoutBody::new(body_timeout, body).map_err(move |err| {
-        if err.is::<TimeoutError>() {
-            seen.store(true, Ordering::Relaxed);
+
+    let mut answer = pin!(async move { inner.call(request).await });
+    let mut poll_caught =
+        |cx: &mut Context<'_>| match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            answer.as_mut().poll(cx)
+        })) {
+            Ok(Poll::Ready(Ok(response))) => Poll::Ready(Ok(response)),
+            Ok(Poll::Ready(Err(never))) => match never {},
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        };
+    let first = std::future::poll_fn(|cx| Poll::Ready(poll_caught(cx))).await;
+    let outcome = match first {
+        Poll::Ready(outcome) => Some(outcome),
+        Poll::Pending => {
+            tokio::time::timeout(limits.request_timeout, std::future::poll_fn(poll_caught))
+                .await
+                .ok()
         }
-        axum::Error::new(err)
-    });
-    let tracked = Body::new(ReadToEnd {
-        inner: Body::new(timed),
-        finished: finished.clone(),
-    });
-    let mut response = next.run(Request::from_parts(parts, tracked)).await;
-    if stalled.load(Ordering::Relaxed) {
-        tracing::warn!(%method, path = uri.path(), "request body stalled; answered 408");
-        response = ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the request body sent nothing for {} s; the host stopped waiting",
-                body_timeout.as_secs()
-            ),
-        )
-        .into_response();
+    };
+    let mut response = match outcome {
+        Some(Ok(response)) => response,
+        Some(Err(panic)) => answer_panic(panic),
+        None => {
+            tracing::warn!(%method, path = uri.path(), "request took too long; answered 503");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_timeout",
+                format!(
+                    "the host did not finish this request within {} s and abandoned it",
+                    limits.request_timeout.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    };
+    if let Some(flags) = body {
+        if flags.stalled.load(Ordering::Relaxed) {
+            tracing::warn!(%method, path = uri.path(), "request body stalled; answered 408");
+            response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body sent nothing for {} s; the host stopped waiting",
+                    limits.body_timeout.as_secs()
+                ),
+            )
+            .into_response();
+        }
+        if !flags.finished.load(Ordering::Acquire) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
-    if !finished.load(Ordering::Acquire) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Ok(response)
+}
+
+/// What happened to a request's body: it stalled past its timeout, or it
+/// was read to its end.
+#[derive(Debug, Default)]
+struct BodyFlags {
+    stalled: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+}
+
+impl BodyFlags {
+    /// `request` with its body under `body_timeout`, noting on these flags.
+    fn watch(&self, request: Request, body_timeout: Duration) -> Request {
+        let stalled = self.stalled.clone();
+        let finished = self.finished.clone();
+        request.map(|body| {
+            let timed = TimeoutBody::new(body_timeout, body).map_err(move |err| {
+                if err.is::<TimeoutError>() {
+                    stalled.store(true, Ordering::Relaxed);
+                }
+                axum::Error::new(err)
+            });
+            Body::new(ReadToEnd {
+                inner: Body::new(timed),
+                finished,
+            })
+        })
     }
-    response
 }
 
 /// A request body that notes when it has been read to its end.
@@ -145,39 +238,6 @@ impl http_body::Body for ReadToEnd {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Runs the request under its deadline; past it the handler is dropped
-/// (its future, and whatever it was waiting for) and the request answered
-/// 503 `server_timeout`. Most requests are answered in their first poll,
-/// so the timer is armed only for one that was not: setting one up and
-/// tearing it down is a measurable part of a small request.
-async fn answer_past_deadline(
-    State(request_timeout): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (method, uri) = (request.method().clone(), request.uri().clone());
-    let mut answer = std::pin::pin!(next.run(request));
-    let first = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx))).await;
-    if let Poll::Ready(response) = first {
-        return response;
-    }
-    match tokio::time::timeout(request_timeout, answer).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(%method, path = uri.path(), "request took too long; answered 503");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_timeout",
-                format!(
-                    "the host did not finish this request within {} s and abandoned it",
-                    request_timeout.as_secs()
-                ),
-            )
-            .into_response()
-        }
     }
 }
 
