@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use autoagent::plugins::{PluginSource, Plugins, RuntimeConfig};
 use autoagent::store::{RedbBackend, Store};
 use autoagent_tests::report::{self, Figure, Report};
-use autoagent_tests::{Client, Host, echo_wasm, guests, probe_manifest};
+use autoagent_tests::{Client, Host, echo_wasm, guests, probe_manifest, unseen_component};
 
 const ROUNDS: usize = 3;
 const CLIENTS: usize = 16;
@@ -148,7 +148,7 @@ async fn swaps_under_load(report: &mut Report, echo_compiled: f64) {
         let (wasm, times) = if n.is_multiple_of(2) {
             (echo_wasm(), &mut cached_ms)
         } else {
-            (with_custom_section(echo_wasm(), n), &mut compiled_ms)
+            (unseen_component(echo_wasm(), n), &mut compiled_ms)
         };
         let swap_started = Instant::now();
         client
@@ -220,19 +220,6 @@ async fn swaps_under_load(report: &mut Report, echo_compiled: f64) {
         )
         .limit("compiling on the upload's path, with Cranelift sharing the cores with the callers"),
     );
-}
-
-/// The same component with a custom section appended: as valid, but
-/// never seen before, so it must be compiled.
-fn with_custom_section(mut wasm: Vec<u8>, n: usize) -> Vec<u8> {
-    let name = b"bench";
-    let payload = n.to_le_bytes();
-    let size = 1 + name.len() + payload.len();
-    assert!(size < 128, "one-byte LEB128 sizes");
-    wasm.extend_from_slice(&[0, size as u8, name.len() as u8]);
-    wasm.extend_from_slice(name);
-    wasm.extend_from_slice(&payload);
-    wasm
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -610,17 +610,27 @@ async fn an_alert_raised_before_kill_9_is_delivered_after_restart_once_per_recei
     })
     .await;
     assert_eq!(detail["alert"]["id"], alert_id.as_str());
+    // The incident's "recovery gave up" may also reach Admin by email and
+    // Slack as an update, whenever the check gets to it; only the trigger
+    // is counted.
+    let is_update = |text: &str| text.contains("Update:");
     for path in ["/slack/admin", "/sms"] {
+        let accepted = setup.receivers.accepted_at(path);
+        let triggers: Vec<&Value> = accepted
+            .iter()
+            .map(|r| &r.body)
+            .filter(|body| !is_update(&body.to_string()))
+            .collect();
         assert_eq!(
-            setup.receivers.accepted_at(path).len(),
+            triggers.len(),
             1,
-            "{path} took the trigger once"
+            "{path} took the trigger once: {triggers:#?}"
         );
     }
     let to_admin = smtp
         .messages()
         .into_iter()
-        .filter(|m| m.contains("To: admin@example.com"))
+        .filter(|m| m.contains("To: admin@example.com") && !is_update(m))
         .count();
     assert_eq!(to_admin, 1, "one mail to Admin");
     let page = setup

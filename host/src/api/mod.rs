@@ -8,6 +8,7 @@
 
 mod alert_delivery;
 mod alerts;
+pub mod around;
 mod error;
 mod extract;
 mod metrics;
@@ -23,9 +24,7 @@ mod workers;
 mod workflows;
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Request};
@@ -35,6 +34,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::App;
+use around::{Around, AroundLayer};
 
 pub use error::{ApiError, ErrorEnvelope};
 pub use extract::{ApiJson, ApiPath, ApiQuery};
@@ -97,10 +97,10 @@ pub fn router(app: Arc<App>) -> Router {
         .nest(BASE_PATH, routes)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(FrontDoorLayer {
+        .layer(AroundLayer(FrontDoor {
             app: app.clone(),
             limits: Arc::new(tokens::RateLimits::new(app.token_rate_per_sec)),
-        })
+        }))
         .with_state(app)
 }
 
@@ -120,56 +120,22 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
     )
 }
 
-/// Makes [`FrontDoor`]s.
-#[derive(Clone)]
-struct FrontDoorLayer {
-    app: Arc<App>,
-    limits: Arc<tokens::RateLimits>,
-}
-
-impl<S> tower::Layer<S> for FrontDoorLayer {
-    type Service = FrontDoor<S>;
-
-    fn layer(&self, inner: S) -> FrontDoor<S> {
-        FrontDoor {
-            inner,
-            app: self.app.clone(),
-            limits: self.limits.clone(),
-        }
-    }
-}
-
 /// Every request passes here once: who calls ([`tokens::identify`], its
 /// refusals included) and, once answered, the count by method, route and
-/// status. One hand-written layer rather than `from_fn` middlewares: it
-/// runs on every request, and each of those boxes its future and the rest
-/// of the stack.
+/// status. One layer rather than two: it runs on every request.
 #[derive(Clone)]
-struct FrontDoor<S> {
-    inner: S,
+struct FrontDoor {
     app: Arc<App>,
     limits: Arc<tokens::RateLimits>,
 }
 
-impl<S> tower::Service<Request> for FrontDoor<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        // The service that was polled ready serves this request.
-        let ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, ready);
-        let (app, limits) = (self.app.clone(), self.limits.clone());
-        Box::pin(async move { Ok(front_door(&app, &limits, request, inner).await) })
+impl Around for FrontDoor {
+    async fn around<S>(self, inner: S, request: Request) -> Response
+    where
+        S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        front_door(&self.app, &self.limits, request, inner).await
     }
 }
 

@@ -15,7 +15,7 @@ use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -27,36 +27,19 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use tower::{Layer, Service};
+use tower::Service;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use super::Limits;
 use crate::api::ApiError;
+use crate::api::around::{Around, AroundLayer};
 
 /// Wraps every route of `router` in [`Guard`] with `limits`' timeouts.
 pub fn with_limits(router: Router, limits: &Limits) -> Router {
-    router.layer(GuardLayer {
+    router.layer(AroundLayer(Guard {
         body_timeout: limits.body_timeout,
         request_timeout: limits.request_timeout,
-    })
-}
-
-/// Makes [`Guard`]s.
-#[derive(Debug, Clone, Copy)]
-struct GuardLayer {
-    body_timeout: Duration,
-    request_timeout: Duration,
-}
-
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Guard<S> {
-        Guard {
-            inner,
-            limits: *self,
-        }
-    }
+    }))
 }
 
 /// Runs a request so that:
@@ -77,39 +60,23 @@ impl<S> Layer<S> for GuardLayer {
 ///   unread, and a client that sees no `close` would put the connection
 ///   back in its pool and send its next request into a socket the host has
 ///   shut (the client sees a broken pipe).
-#[derive(Debug, Clone)]
-struct Guard<S> {
-    inner: S,
-    limits: GuardLayer,
+#[derive(Debug, Clone, Copy)]
+struct Guard {
+    body_timeout: Duration,
+    request_timeout: Duration,
 }
 
-impl<S> Service<Request> for Guard<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        // The service that was polled ready serves this request; its clone
-        // waits for the next.
-        let ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, ready);
-        Box::pin(guarded(inner, self.limits, request))
+impl Around for Guard {
+    async fn around<S>(self, inner: S, request: Request) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        guarded(inner, self, request).await
     }
 }
 
-async fn guarded<S>(
-    mut inner: S,
-    limits: GuardLayer,
-    request: Request,
-) -> Result<Response, Infallible>
+async fn guarded<S>(mut inner: S, limits: Guard, request: Request) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -176,7 +143,7 @@ where
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
-    Ok(response)
+    response
 }
 
 /// What happened to a request's body: it stalled past its timeout, or it
