@@ -206,9 +206,10 @@ wrk.body = '{"type": "TODO", "priority": "high", "data": {"title": "load", "desc
     let mut report = Report::new("api_load", "API under load against bare axum");
     let (ours_p50, bare_p50) = (median(&ours, |l| l.p50_ms), median(&bare, |l| l.p50_ms));
     // Where the time goes, from `perf record -g` on the host (BENCHMARKS.md).
-    let status_limit = "the kernel's TCP send path and wake-ups (54 % of the host's samples), \
-                        glibc malloc and its arena locks (19 %), our middleware: a boxed \
-                        `from_fn` layer, the nesting under the base path";
+    let status_limit = "the kernel's TCP send path and wake-ups (over half of the host's \
+                        samples) and glibc malloc, as for the floor; ours adds two per-request \
+                        layers (the guard, the front door), each one boxed future, and axum's \
+                        nesting under the base path, which rebuilds every request's URI";
     // The ratio is the median of the rounds' own ratios (each pair run back
     // to back), which the machine's drift moves less than a ratio of the
     // two sides' medians taken apart.
