@@ -537,3 +537,60 @@ async fn outbound_http_reaches_only_the_hosts_the_manifest_allows() {
     }
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// A plugin compiled on this start is served from the artifact it was just
+/// cached as, as it will be on the next start: its code is clean pages of
+/// that file (which the kernel can drop and read again), not anonymous
+/// memory held while the plugin is loaded.
+#[tokio::test]
+async fn a_freshly_compiled_plugin_runs_from_its_cached_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(
+        RedbBackend::open(&dir.path().join("db.redb")).unwrap(),
+    ));
+    let cache = dir.path().join("cache");
+    let plugins = Plugins::new(&RuntimeConfig::with_instances(16), &store)
+        .unwrap()
+        .with_artifact_cache(cache.clone());
+    // Bytes no other test loads, so this load compiles.
+    let wasm = autoagent_tests::unseen_component(autoagent_tests::echo_wasm(), 7_001);
+    let manifest = std::fs::read_to_string(guests::GUEST_ECHO_MANIFEST).unwrap();
+    plugins
+        .load(&manifest, wasm, PluginSource::Bundled)
+        .await
+        .unwrap();
+
+    let cached: Vec<_> = walk(&cache);
+    assert_eq!(cached.len(), 1, "one artifact cached: {cached:?}");
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let artifact = cached[0].display().to_string();
+    assert!(
+        maps.lines().any(|line| line.ends_with(&artifact)),
+        "{artifact} is mapped"
+    );
+    let out = plugins
+        .invoke(
+            &Name::from_static("testing"),
+            &Name::from_static("echo"),
+            "ping",
+            &Value::Null,
+            Caller::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"pong": true}));
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

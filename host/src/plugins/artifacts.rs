@@ -89,18 +89,30 @@ impl ArtifactCache {
             }
         }
         let started = Instant::now();
-        let component = Component::new(engine, wasm)?;
+        let mut component = Component::new(engine, wasm)?;
         if let Some(path) = entry {
             match component.serialize() {
-                Ok(bytes) => {
-                    if let Err(err) = store(&path, &bytes) {
-                        tracing::warn!(
+                Ok(bytes) => match store(&path, &bytes) {
+                    // Serve the stored artifact, as a later start will: its
+                    // code is then clean pages of a file, which the kernel
+                    // can drop and read again, instead of anonymous memory
+                    // held for as long as the plugin is loaded.
+                    // SAFETY: as above; the entry was just written from
+                    // this engine's own serialization.
+                    Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
+                        Ok(mapped) => component = mapped,
+                        Err(err) => tracing::warn!(
                             path = %path.display(),
-                            error = %err,
-                            "cannot cache compiled plugin; it will compile again next time"
-                        );
-                    }
-                }
+                            error = %format!("{err:#}"),
+                            "cannot map the plugin artifact just cached; serving it from memory"
+                        ),
+                    },
+                    Err(err) => tracing::warn!(
+                        path = %path.display(),
+                        error = %err,
+                        "cannot cache compiled plugin; it will compile again next time"
+                    ),
+                },
                 Err(err) => {
                     tracing::warn!(error = %format!("{err:#}"), "cannot serialize compiled plugin")
                 }
