@@ -142,9 +142,44 @@ impl utoipa::PartialSchema for Timestamp {
 
 impl utoipa::ToSchema for Timestamp {}
 
+/// Runs `work` to its end, or for at most `limit` after its first poll
+/// (`None` then, and `work` is dropped).
+///
+/// The timer is armed only when the first poll did not finish the work.
+/// Most plugin calls and API requests finish in their first poll, and
+/// setting a timer up and tearing it down is a noticeable part of a 10 µs
+/// call or a small request. Work that can run long in one poll must bound
+/// itself (guest code yields at every epoch tick).
+pub async fn within_after_first_poll<T>(
+    limit: std::time::Duration,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(done) = first {
+        return Some(done);
+    }
+    tokio::time::timeout(limit, work).await.ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_is_bounded_from_its_first_poll_and_only_when_it_waits() {
+        let limit = std::time::Duration::from_secs(2);
+        assert_eq!(within_after_first_poll(limit, async { 7 }).await, Some(7));
+        let in_time = async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            8
+        };
+        assert_eq!(within_after_first_poll(limit, in_time).await, Some(8));
+        let started = tokio::time::Instant::now();
+        let never = std::future::pending::<u8>();
+        assert_eq!(within_after_first_poll(limit, never).await, None);
+        assert_eq!(started.elapsed(), limit);
+    }
 
     #[test]
     fn deadlines_are_dates_or_timestamps() {

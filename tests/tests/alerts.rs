@@ -468,11 +468,7 @@ async fn a_silence_holds_the_page_until_it_lapses_and_a_suppressed_check_pages_n
     assert_eq!(fired["id"], held["id"]);
     let listed = setup
         .client
-        .get(
-            &setup
-                .host
-                .url(&format!("/silences/{}", silence["id"].as_str().unwrap())),
-        )
+        .get(&silence_url(&setup, &silence))
         .await
         .expect_ok(200);
     assert_eq!(listed["active"], false);
@@ -490,11 +486,7 @@ async fn a_silence_holds_the_page_until_it_lapses_and_a_suppressed_check_pages_n
     let held = alert_of(&setup, "queue", "silenced").await;
     let ended = setup
         .client
-        .delete(
-            &setup
-                .host
-                .url(&format!("/silences/{}", long["id"].as_str().unwrap())),
-        )
+        .delete(&silence_url(&setup, &long))
         .await
         .expect_ok(200);
     assert_eq!(ended["active"], false);
@@ -817,4 +809,10 @@ async fn a_failed_plan_and_an_unhealthy_worker_raise_alerts() {
     assert_eq!(plan_alert["sourceId"], plan_id.as_str());
     assert_eq!(plan_alert["severity"], "critical");
     assert_eq!(plan_alert["status"], "firing");
+}
+
+/// The URL of `silence` (as `POST /silences` answered it).
+fn silence_url(setup: &Setup, silence: &Value) -> String {
+    let id = silence["id"].as_str().expect("a silence has an id");
+    setup.host.url(&format!("/silences/{id}"))
 }

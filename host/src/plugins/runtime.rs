@@ -736,24 +736,14 @@ impl Prepared {
 }
 
 /// Outer bound on a call, for time spent in host imports, where epoch
-/// interruption does not reach. The epoch deadline normally fires first.
-///
-/// Most calls finish in their first poll (guest code yields only at an
-/// epoch tick or when it waits on the host), so the timer is armed only
-/// for a call that did not: setting one up and tearing it down is a
-/// noticeable part of a 10 µs call. A first poll is itself bounded by the
-/// epoch deadline.
+/// interruption does not reach. The epoch deadline normally fires first,
+/// and bounds a first poll too (guest code yields at every epoch tick).
 async fn bounded<T>(
     limits: &Limits,
     call: impl Future<Output = wasmtime::Result<T>>,
 ) -> Option<wasmtime::Result<T>> {
-    let mut call = std::pin::pin!(call);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(outcome) = first {
-        return Some(outcome);
-    }
     let grace = Duration::from_millis(limits.timeout_ms) + EPOCH_TICK * 10;
-    tokio::time::timeout(grace, call).await.ok()
+    crate::clock::within_after_first_poll(grace, call).await
 }
 
 /// Turns the raw outcome of a call into its result, naming what went wrong

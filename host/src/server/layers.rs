@@ -90,24 +90,16 @@ where
     let (method, uri) = (request.method().clone(), request.uri().clone());
 
     let mut answer = pin!(async move { inner.call(request).await });
-    let mut poll_caught =
-        |cx: &mut Context<'_>| match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            answer.as_mut().poll(cx)
-        })) {
+    // A panic while the request is polled is caught there, poll by poll.
+    let caught = std::future::poll_fn(|cx: &mut Context<'_>| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| answer.as_mut().poll(cx))) {
             Ok(Poll::Ready(Ok(response))) => Poll::Ready(Ok(response)),
             Ok(Poll::Ready(Err(never))) => match never {},
             Ok(Poll::Pending) => Poll::Pending,
             Err(panic) => Poll::Ready(Err(panic)),
-        };
-    let first = std::future::poll_fn(|cx| Poll::Ready(poll_caught(cx))).await;
-    let outcome = match first {
-        Poll::Ready(outcome) => Some(outcome),
-        Poll::Pending => {
-            tokio::time::timeout(limits.request_timeout, std::future::poll_fn(poll_caught))
-                .await
-                .ok()
         }
-    };
+    });
+    let outcome = crate::clock::within_after_first_poll(limits.request_timeout, caught).await;
     let mut response = match outcome {
         Some(Ok(response)) => response,
         Some(Err(panic)) => answer_panic(panic),
