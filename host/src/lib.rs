@@ -152,6 +152,7 @@ impl App {
         plugins.load_folders().await;
         let plugins = Arc::new(plugins);
         let loops = Loops::new();
+        plugins::residency::start(plugins.clone(), &loops);
         FolderWatcher::start(plugins.clone(), &loops)
             .map_err(|err| anyhow::anyhow!("cannot watch the plugin folders: {err}"))?;
         let tokens = Arc::new(Tokens::open(&store).await?);

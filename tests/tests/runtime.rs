@@ -581,6 +581,72 @@ async fn a_freshly_compiled_plugin_runs_from_its_cached_artifact() {
     assert_eq!(out, json!({"pong": true}));
 }
 
+/// A loaded plugin's compiled code is handed back to the kernel once it is
+/// loaded: what the load touched (metadata, `describe`) is not held while
+/// the plugin waits for its first call, which reads back what it runs.
+#[tokio::test]
+async fn a_loaded_plugin_holds_little_of_its_code_until_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(Arc::new(
+        RedbBackend::open(&dir.path().join("db.redb")).unwrap(),
+    ));
+    let cache = dir.path().join("cache");
+    let plugins = Plugins::new(&RuntimeConfig::with_instances(16), &store)
+        .unwrap()
+        .with_artifact_cache(cache.clone());
+    let wasm = autoagent_tests::unseen_component(autoagent_tests::echo_wasm(), 7_002);
+    let manifest = std::fs::read_to_string(guests::GUEST_ECHO_MANIFEST).unwrap();
+    plugins
+        .load(&manifest, wasm, PluginSource::Bundled)
+        .await
+        .unwrap();
+    let artifact = walk(&cache).pop().expect("an artifact cached");
+    let size = std::fs::metadata(&artifact).unwrap().len();
+
+    let after_load = file_pages_mapped(&artifact);
+    assert!(
+        after_load * 8 < size,
+        "{after_load} of the artifact's {size} bytes resident after the load"
+    );
+    let out = plugins
+        .invoke(
+            &Name::from_static("testing"),
+            &Name::from_static("echo"),
+            "ping",
+            &Value::Null,
+            Caller::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"pong": true}));
+    assert!(
+        file_pages_mapped(&artifact) > after_load,
+        "the call read its code back"
+    );
+}
+
+/// How many bytes of `file` this process has resident as pages of the file
+/// (not the copies it wrote to), from `/proc/self/smaps`.
+fn file_pages_mapped(file: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let file = file.display().to_string();
+    let kib = |line: &str| -> u64 { line.split_whitespace().nth(1).unwrap().parse().unwrap() };
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        // A mapping starts with its address range, `start-end`.
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(&file);
+        } else if inside && line.starts_with("Rss:") {
+            total += kib(line) * 1024;
+        } else if inside && line.starts_with("Anonymous:") {
+            total -= kib(line) * 1024;
+        }
+    }
+    total
+}
+
 /// Every file under `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();

@@ -22,6 +22,7 @@ use super::manifest::{Manifest, PluginKind};
 use super::registry::{
     CapabilityInfo, FailedPlugin, LoadedPlugin, PluginInfo, PluginKey, PluginSource, key_of,
 };
+use super::residency::CodePages;
 use super::{CORE_TEAM, Plugins};
 use crate::clock::Timestamp;
 use crate::digest::sha256_hex;
@@ -434,10 +435,12 @@ impl Plugins {
             }
             PluginKind::HealthCheck | PluginKind::RecoveryStrategy => Vec::new(),
         };
+        let stats = self.stats_of(&(manifest.team.clone(), manifest.name.clone()));
         Ok(Ready {
             plugin: LoadedPlugin {
                 slots: Semaphore::new(manifest.limits.max_concurrent_calls as usize),
-                stats: self.stats_of(&(manifest.team.clone(), manifest.name.clone())),
+                code: CodePages::released_after_load(&component, stats.calls()),
+                stats,
                 share: self.runtime.team_share(&manifest.team),
                 manifest,
                 manifest_text: files.manifest.clone(),

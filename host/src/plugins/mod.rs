@@ -25,6 +25,7 @@ mod outcome;
 mod reach;
 mod registry;
 mod reports;
+pub mod residency;
 mod runtime;
 mod state;
 mod watch;

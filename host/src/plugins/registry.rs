@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::calls::CallStats;
 use super::manifest::{Manifest, PluginKind};
+use super::residency::CodePages;
 use super::runtime::Prepared;
 use super::{CORE_TEAM, Plugins};
 use crate::clock::Timestamp;
@@ -107,6 +108,8 @@ pub(super) struct LoadedPlugin {
     /// Its team's share of the guest threads. Held here so that a call
     /// looks up neither (both are shared by every call of the plugin).
     pub(super) share: Arc<Semaphore>,
+    /// Its compiled code, handed back to the kernel while it is not called.
+    pub(super) code: CodePages,
     pub(super) source: PluginSource,
     pub(super) loaded_at: Timestamp,
 }
