@@ -1,7 +1,7 @@
 //! One plugin call through AutoAgent (registry lookup, call slot, fresh
 //! store with limits and deadline, instantiate, invoke, JSON in and out)
-//! against the same call through bare wasmtime with the same pooling
-//! allocator, in the same run.
+//! against the same call through bare wasmtime with the same engine
+//! settings (pooling allocator, epoch interruption), in the same run.
 //!
 //! Run with `cargo bench -p autoagent-tests --bench plugin_call`; add
 //! `--features extism` for the same call through Extism (fresh instance
@@ -331,8 +331,8 @@ where
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The same call through bare wasmtime: same pooling knobs and imports, no
-/// limiter, no deadline, no JSON handling.
+/// The same call through bare wasmtime: the same engine settings and
+/// imports, no limiter, no deadline check, no JSON handling.
 struct Bare {
     engine: Engine,
     pre: bare::CapabilityPre<BareState>,
@@ -341,12 +341,23 @@ struct Bare {
 
 impl Bare {
     fn new(wasm: &[u8]) -> Self {
+        // The engine settings the host's runtime uses for 100 instances
+        // (`Runtime::new`): the pool's sizes, the largest memory a plugin
+        // may ask for, and epoch interruption (which adds a check at every
+        // function entry and loop of the compiled guest).
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(100)
+            .total_core_instances(400)
+            .total_memories(200)
+            .total_tables(400)
+            .total_stacks(100)
+            .max_memory_size((autoagent::plugins::manifest::MAX_MEMORY_MIB << 20) as usize)
             .linear_memory_keep_resident(keep_resident())
             .table_keep_resident(1 << 16);
         let mut config = Config::new();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).unwrap();
         let component = Component::new(&engine, wasm).unwrap();
         let mut linker: Linker<BareState> = Linker::new(&engine);
@@ -376,6 +387,8 @@ impl Bare {
                 table: ResourceTable::new(),
             },
         );
+        // No ticker runs for this engine: the deadline is never reached.
+        store.set_epoch_deadline(u64::MAX / 2);
         let instance = self.pre.instantiate_async(&mut store).await.unwrap();
         let out = instance
             .call_invoke(&mut store, &self.ctx, "ping", "null")

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::Plugins;
 use super::errors::InvokeError;
-use super::host_api::HostContext;
+use super::host_api::{CallId, HostContext};
 use super::manifest::Manifest;
 use super::outcome::CallError;
 use super::reach::{Reach, TargetAddress};
@@ -169,13 +169,13 @@ impl Plugins {
     /// Starts a call of a loaded plugin: the plugin, the call's host
     /// context, and the record that counts and logs how it ended. Every
     /// kind of call goes through here and [`CallRecord::finish`].
-    fn begin(
+    fn begin<'a>(
         &self,
         team: &Name,
         name: &Name,
-        what: &str,
+        what: &'a str,
         caller: Caller,
-    ) -> Result<(Arc<LoadedPlugin>, HostContext, CallRecord), InvokeError> {
+    ) -> Result<(Arc<LoadedPlugin>, HostContext, CallRecord<'a>), InvokeError> {
         let plugin = self
             .serving(&key_of(team, name))
             .ok_or_else(|| InvokeError::NotFound {
@@ -186,9 +186,9 @@ impl Plugins {
         let record = CallRecord {
             stats: plugin.stats.clone(),
             started: Instant::now(),
-            call_id: host.call_id.clone(),
+            call_id: host.call_id,
             manifest: plugin.manifest.clone(),
-            what: what.to_owned(),
+            what,
         };
         Ok((plugin, host, record))
     }
@@ -205,7 +205,7 @@ impl Plugins {
         HostContext {
             share,
             manifest: manifest.clone(),
-            call_id: format!("call_{n}"),
+            call_id: CallId(n),
             worker_id: caller.worker_id,
             subject_id: caller.subject_id,
             state: self.state.clone(),
@@ -247,6 +247,10 @@ impl Plugins {
 
 /// Waits for one of the plugin's call slots, at most its time limit.
 async fn slot(plugin: &LoadedPlugin) -> Result<tokio::sync::SemaphorePermit<'_>, CallError> {
+    // Most calls find a free slot: take it without setting up a timer.
+    if let Ok(permit) = plugin.slots.try_acquire() {
+        return Ok(permit);
+    }
     let limits = &plugin.manifest.limits;
     tokio::time::timeout(
         Duration::from_millis(limits.timeout_ms),
@@ -258,17 +262,17 @@ async fn slot(plugin: &LoadedPlugin) -> Result<tokio::sync::SemaphorePermit<'_>,
 }
 
 /// How one call is counted and, if it failed, logged.
-struct CallRecord {
+struct CallRecord<'a> {
     stats: Arc<CallStats>,
     started: Instant,
-    call_id: String,
+    call_id: CallId,
     /// Whose call it is (team and name).
     manifest: Arc<Manifest>,
     /// The export called: a capability's name, `check` or `recover`.
-    what: String,
+    what: &'a str,
 }
 
-impl CallRecord {
+impl CallRecord<'_> {
     /// Counts the call, logs it if it failed, and hands its outcome on.
     fn finish<T>(self, outcome: Result<T, CallError>) -> Result<T, InvokeError> {
         self.stats.count(self.started.elapsed(), outcome.is_err());
@@ -287,11 +291,11 @@ impl CallRecord {
 mod tests {
     use super::*;
 
-    fn record(stats: &Arc<CallStats>) -> CallRecord {
+    fn record(stats: &Arc<CallStats>) -> CallRecord<'static> {
         CallRecord {
             stats: stats.clone(),
             started: Instant::now(),
-            call_id: "call_1".into(),
+            call_id: CallId(1),
             manifest: Arc::new(
                 Manifest::parse(
                     "name = \"tickets\"\nversion = \"1.0.0\"\nkind = \"capability\"\n\
@@ -299,7 +303,7 @@ mod tests {
                 )
                 .unwrap(),
             ),
-            what: "open".into(),
+            what: "open",
         }
     }
 

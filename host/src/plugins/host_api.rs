@@ -14,13 +14,25 @@ use super::runtime::bindings::capability::autoagent::plugin::types as wit_types;
 use super::runtime::bindings::imports::autoagent::plugin::{commands, config, kv, log};
 use super::state::{PluginState, StateError};
 
+/// The unique number of one plugin call, shown as `call_<n>` in every log
+/// line the call causes and in the call context the plugin gets. A number,
+/// so that a call hands it around without copying text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallId(pub u64);
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call_{}", self.0)
+    }
+}
+
 /// Who a call is for and what its plugin may do.
 #[derive(Clone)]
 pub struct HostContext {
     /// The plugin's manifest: its identity and grants.
     pub manifest: Arc<Manifest>,
     /// Unique id of the call, in every log line it causes.
-    pub call_id: String,
+    pub call_id: CallId,
     /// Worker the call runs for, if any.
     pub worker_id: Option<String>,
     /// Task, execution or incident the call serves, if any.
@@ -39,7 +51,7 @@ impl HostContext {
         wit_types::CallContext {
             team: self.manifest.team.clone(),
             plugin: self.manifest.name.clone(),
-            call_id: self.call_id.clone(),
+            call_id: self.call_id.to_string(),
             worker_id: self.worker_id.clone(),
             subject_id: self.subject_id.clone(),
         }

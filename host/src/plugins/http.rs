@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::Request;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::host_api::CallId;
 use super::manifest::Manifest;
 
 /// One entry of `permissions.http-hosts`: `host`, `host:port`, `*.domain`
@@ -90,14 +91,14 @@ impl HostPattern {
 /// `reach`).
 pub struct HttpGate {
     manifest: Arc<Manifest>,
-    call_id: String,
+    call_id: CallId,
     /// An entry allowed for this call only.
     extra: Option<HostPattern>,
 }
 
 impl HttpGate {
     /// The gate for a call of the plugin `manifest` describes.
-    pub fn new(manifest: Arc<Manifest>, call_id: String) -> Self {
+    pub fn new(manifest: Arc<Manifest>, call_id: CallId) -> Self {
         Self {
             manifest,
             call_id,
@@ -215,7 +216,7 @@ mod tests {
                  [permissions]\nhttp-hosts = [\"api.example.com\"]",
             )
             .unwrap();
-            HttpGate::new(Arc::new(manifest), "call_1".into()).with_extra(extra)
+            HttpGate::new(Arc::new(manifest), CallId(1)).with_extra(extra)
         };
         let plain = gate(None);
         assert!(plain.allows("api.example.com", 443));

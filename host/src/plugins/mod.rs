@@ -43,7 +43,7 @@ use crate::store::Store;
 
 pub use calls::{Caller, PluginTotals};
 pub use errors::{InvokeError, LoadError, RemoveError};
-pub use host_api::HostContext;
+pub use host_api::{CallId, HostContext};
 pub use lifecycle::{FolderSync, Uploaded};
 pub use manifest::{Manifest, ManifestError, PluginKind};
 pub use outcome::{CallError, ErrorKind};

@@ -670,12 +670,12 @@ fn new_store(
         let who = [
             host.manifest.team.clone(),
             host.manifest.name.clone(),
-            host.call_id.clone(),
+            host.call_id.to_string(),
         ];
         reach.grant(&mut wasi, who);
     }
     let wasi = wasi.build();
-    let http_gate = HttpGate::new(host.manifest.clone(), host.call_id.clone())
+    let http_gate = HttpGate::new(host.manifest.clone(), host.call_id)
         .with_extra(host.reach.as_ref().map(|reach| reach.http_pattern()));
     // The most a guest may hand the host in one go: its output (or a
     // key-value value up to its quota) and some room. Past it wasmtime stops
