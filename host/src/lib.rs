@@ -66,6 +66,9 @@ pub struct AppConfig {
     /// (`--alerts-config FILE`); none: every alert delivery is recorded
     /// `skipped`.
     pub alerts: Option<DeliveryConfig>,
+    /// The `autoagent` binary, to compile plugins in processes of their own
+    /// (see [`plugins::compiler`]); none: they compile in the host's.
+    pub compiler: Option<PathBuf>,
 }
 
 /// Requests a second an API token may send by default.
@@ -82,6 +85,7 @@ impl AppConfig {
             retention: engine::RETENTION_DEFAULT,
             max_concurrent_recoveries: 8,
             alerts: None,
+            compiler: None,
         }
     }
 }
@@ -141,10 +145,13 @@ impl App {
         let backend = RedbBackend::open(&db_path)
             .map_err(|err| anyhow::anyhow!("cannot open {}: {err}", db_path.display()))?;
         let store = Store::new(Arc::new(backend));
-        let plugins = Plugins::new(&config.runtime, &store)
+        let mut plugins = Plugins::new(&config.runtime, &store)
             .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?
             .with_folders(plugin_root(&config.data_dir))
             .with_artifact_cache(config.data_dir.join(ARTIFACT_CACHE_DIR));
+        if let Some(program) = &config.compiler {
+            plugins = plugins.with_compiler_process(program.clone());
+        }
         plugins
             .load_bundled()
             .await

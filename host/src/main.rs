@@ -36,6 +36,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Compiles one plugin component for a running host, which starts this
+    /// itself (`plugins::compiler`): the component on stdin, the artifact
+    /// written to `--output`.
+    #[command(name = autoagent::plugins::compiler::SUBCOMMAND, hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        output: PathBuf,
+        /// The host's engine key; another build refuses.
+        #[arg(long)]
+        engine_key: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +227,9 @@ fn main() -> ExitCode {
         Command::Plugin { command } => plugin_command(command),
         Command::Token { command } => token_command(command),
         Command::Serve(args) => serve_command(&args),
+        Command::CompilePlugin { output, engine_key } => {
+            autoagent::plugins::compiler::run_compiler_process(&output, &engine_key)
+        }
     }
 }
 
@@ -392,6 +406,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         config.alerts = Some(DeliveryConfig::load(path)?);
     }
     config.anonymous_is_admin = listen.ip().is_loopback();
+    // Plugins compile in a child process run from this same binary.
+    config.compiler = std::env::current_exe().ok();
     config.token_rate_per_sec = args.token_rate_limit;
     config.retention = std::time::Duration::from_secs(u64::from(args.retention_days) * 86_400);
     config.max_concurrent_recoveries = args.max_concurrent_recoveries as usize;

@@ -17,6 +17,8 @@ use std::time::Instant;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::compiler::{CompileFailure, CompilerProcess};
+
 /// How a component was obtained, for the load log line and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -36,25 +38,41 @@ impl Origin {
     }
 }
 
+/// The name artifacts of `engine` carry: a hash of its compatibility key.
+pub(super) fn engine_key(engine: &Engine) -> String {
+    // `DefaultHasher::new()` has fixed keys, so the name is stable from one
+    // run of the same binary to the next; a different toolchain may name
+    // entries differently, which only costs a recompile.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 /// The on-disk cache of compiled components, or none (everything compiles).
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: Option<PathBuf>,
     engine_key: String,
+    /// Compiles what the cache lacks in a process of its own; none: in
+    /// this one.
+    compiler: Option<CompilerProcess>,
 }
 
 impl ArtifactCache {
     /// A cache in `dir` for artifacts of `engine`; `None` disables caching.
     pub fn new(dir: Option<PathBuf>, engine: &Engine) -> Self {
-        // `DefaultHasher::new()` has fixed keys, so the name is stable from
-        // one run of the same binary to the next; a different toolchain may
-        // name entries differently, which only costs a recompile.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
         Self {
             dir,
-            engine_key: format!("{:016x}", hasher.finish()),
+            engine_key: engine_key(engine),
+            compiler: None,
         }
+    }
+
+    /// Compiles in processes started with `compiler` (only with a cache
+    /// folder: the artifact is how the child hands its work over).
+    pub fn with_compiler(mut self, compiler: CompilerProcess) -> Self {
+        self.compiler = Some(compiler);
+        self
     }
 
     fn entry(&self, wasm_sha256: &str) -> Option<PathBuf> {
@@ -89,6 +107,36 @@ impl ArtifactCache {
             }
         }
         let started = Instant::now();
+        if let (Some(compiler), Some(path)) = (&self.compiler, &entry) {
+            match compiler.compile(wasm, path, &self.engine_key) {
+                // SAFETY: as above; the compiler process wrote the entry
+                // with an engine of this one's compatibility key (it checks).
+                Ok(()) => match unsafe { Component::deserialize_file(engine, path) } {
+                    Ok(component) => {
+                        tracing::debug!(
+                            millis = started.elapsed().as_millis() as u64,
+                            "plugin component compiled by the compiler process"
+                        );
+                        return Ok((component, Origin::Compiled));
+                    }
+                    Err(err) => tracing::warn!(
+                        path = %path.display(),
+                        error = %format!("{err:#}"),
+                        "the compiler process's artifact is unusable; compiling here"
+                    ),
+                },
+                Err(CompileFailure::Refused(message)) => return Err(wasmtime::Error::msg(message)),
+                Err(CompileFailure::Crashed(message)) => {
+                    return Err(wasmtime::Error::msg(format!(
+                        "the compiler process failed: {message}"
+                    )));
+                }
+                Err(CompileFailure::Unavailable(message)) => tracing::warn!(
+                    error = %message,
+                    "no compiler process; compiling in the host's"
+                ),
+            }
+        }
         let mut component = Component::new(engine, wasm)?;
         if let Some(path) = entry {
             match component.serialize() {
@@ -127,7 +175,7 @@ impl ArtifactCache {
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
-fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache entries live in a folder");
     std::fs::create_dir_all(dir)?;
     let mut file = tempfile::NamedTempFile::new_in(dir)?;

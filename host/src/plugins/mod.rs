@@ -15,6 +15,7 @@ mod artifacts;
 mod bundled;
 mod calls;
 mod commands;
+pub mod compiler;
 mod errors;
 pub mod folder;
 mod host_api;
@@ -118,6 +119,17 @@ impl Plugins {
     /// without compiling.
     pub fn with_artifact_cache(mut self, dir: PathBuf) -> Self {
         self.artifacts = ArtifactCache::new(Some(dir), self.runtime.engine());
+        self
+    }
+
+    /// Compiles what the artifact cache lacks in a separate process run
+    /// from `program` (the `autoagent` binary; see [`compiler`]). Call it
+    /// after [`Plugins::with_artifact_cache`]; without a cache it changes
+    /// nothing.
+    pub fn with_compiler_process(mut self, program: PathBuf) -> Self {
+        self.artifacts = self
+            .artifacts
+            .with_compiler(compiler::CompilerProcess::new(program));
         self
     }
 

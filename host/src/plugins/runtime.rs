@@ -438,6 +438,21 @@ impl Drop for CallLimiter {
     }
 }
 
+/// The engine settings that shape compiled code, and nothing else: what a
+/// [`compiler_engine`] shares with every runtime's engine.
+fn code_settings() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    config
+}
+
+/// An engine that compiles components exactly as a [`Runtime`]'s engine
+/// does (same compatibility hash; a test checks it) but holds no instance
+/// pool: what the compiler process uses (see `plugins::compiler`).
+pub fn compiler_engine() -> wasmtime::Result<Engine> {
+    Engine::new(&code_settings())
+}
+
 /// The engine, the linker with every host import, the epoch ticker, the
 /// guest threads and the memory budget.
 pub struct Runtime {
@@ -463,10 +478,8 @@ impl Runtime {
             .linear_memory_keep_resident(config.keep_resident)
             .table_keep_resident(1 << 16);
 
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut wasm = code_settings();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm)?;
 
         let mut linker = Linker::new(&engine);
@@ -789,4 +802,35 @@ fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{Hash, Hasher};
+
+    use super::*;
+
+    fn hash_of(value: impl Hash) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn the_compiler_engine_compiles_what_every_runtime_runs() {
+        let compiler = hash_of(compiler_engine().unwrap().precompile_compatibility_hash());
+        for config in [
+            RuntimeConfig::default(),
+            RuntimeConfig::with_instances(4),
+            RuntimeConfig {
+                keep_resident: 1 << 20,
+                guest_threads: 7,
+                ..RuntimeConfig::with_instances(64)
+            },
+        ] {
+            let runtime = Runtime::new(&config).unwrap();
+            let engine = hash_of(runtime.engine().precompile_compatibility_hash());
+            assert_eq!(engine, compiler, "{config:?}");
+        }
+    }
 }

@@ -1,0 +1,184 @@
+//! Plugins compile in a process of their own (`autoagent compile-plugin`,
+//! `host/src/plugins/compiler.rs`): the artifact it writes is what the host
+//! loads; a component that does not compile is refused with wasmtime's own
+//! message; a compiler that crashes fails that one load; one of another
+//! build is passed over and the host compiles in its own process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use autoagent::names::Name;
+use autoagent::plugins::{Caller, LoadError, PluginSource, Plugins, RuntimeConfig};
+use autoagent::store::{RedbBackend, Store};
+use autoagent_tests::{binary, echo_wasm, guests, json, unseen_component};
+use serde_json::Value;
+
+/// Held by each test for its whole run: a script written while another
+/// thread of this process forks could not be executed ("text file busy").
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Plugins with an artifact cache, compiling with `program` if given.
+fn plugins(dir: &Path, program: Option<PathBuf>) -> Plugins {
+    std::fs::create_dir_all(dir).unwrap();
+    let store = Store::new(Arc::new(RedbBackend::open(&dir.join("db.redb")).unwrap()));
+    let plugins = Plugins::new(&RuntimeConfig::with_instances(8), &store)
+        .unwrap()
+        .with_artifact_cache(dir.join("cache"));
+    match program {
+        Some(program) => plugins.with_compiler_process(program),
+        None => plugins,
+    }
+}
+
+/// An executable shell script `name` in `dir` with `body`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    path
+}
+
+fn echo_manifest() -> String {
+    std::fs::read_to_string(guests::GUEST_ECHO_MANIFEST).unwrap()
+}
+
+async fn ping(plugins: &Plugins) -> Value {
+    plugins
+        .invoke(
+            &Name::from_static("testing"),
+            &Name::from_static("echo"),
+            "ping",
+            &Value::Null,
+            Caller::default(),
+        )
+        .await
+        .unwrap()
+}
+
+fn artifacts(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("cache"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_plugin_compiled_by_the_compiler_process_loads_from_its_artifact() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("compiler-ran");
+    let program = script(
+        dir.path(),
+        "compiler",
+        &format!(
+            "touch '{}'\nexec '{}' \"$@\"",
+            marker.display(),
+            binary().display()
+        ),
+    );
+    let plugins = plugins(dir.path(), Some(program));
+    let wasm = unseen_component(echo_wasm(), 9_001);
+    plugins
+        .load(&echo_manifest(), wasm, PluginSource::Bundled)
+        .await
+        .unwrap();
+
+    assert!(marker.exists(), "the compiler process ran");
+    assert_eq!(artifacts(dir.path()), 1, "it wrote the artifact");
+    assert_eq!(ping(&plugins).await, json!({"pong": true}));
+}
+
+#[tokio::test]
+async fn a_component_that_does_not_compile_is_refused_with_the_message_the_host_would_give() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A wasm header and then nothing valid.
+    let broken = b"\0asm\x0d\0\x01\0\x07\x03zzz".to_vec();
+    let load = |plugins: Plugins| {
+        let broken = broken.clone();
+        async move {
+            match plugins
+                .load(&echo_manifest(), broken, PluginSource::Bundled)
+                .await
+            {
+                Err(LoadError::Compile(message)) => message,
+                other => panic!("expected a compile error, got {other:?}"),
+            }
+        }
+    };
+    let in_host = load(plugins(&dir.path().join("host"), None)).await;
+    let in_child = load(plugins(&dir.path().join("child"), Some(binary()))).await;
+
+    assert!(!in_child.is_empty());
+    assert_eq!(in_child, in_host);
+    assert_eq!(artifacts(&dir.path().join("child")), 0, "nothing cached");
+}
+
+#[tokio::test]
+async fn a_compiler_that_crashes_fails_that_load_and_nothing_else() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let program = script(dir.path(), "compiler", "kill -SEGV $$");
+    let plugins = plugins(dir.path(), Some(program));
+    let wasm = unseen_component(echo_wasm(), 9_002);
+    let err = plugins
+        .load(&echo_manifest(), wasm, PluginSource::Bundled)
+        .await
+        .unwrap_err();
+
+    let LoadError::Compile(message) = &err else {
+        panic!("expected a compile error, got {err:?}");
+    };
+    assert!(
+        message.starts_with("the compiler process failed: signal: 11"),
+        "{message}"
+    );
+    assert_eq!(artifacts(dir.path()), 0, "nothing cached");
+    assert!(plugins.list(None).is_empty(), "nothing loaded");
+}
+
+#[tokio::test]
+async fn a_compiler_of_another_build_is_passed_over() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // What a compiler process of another build answers (see the next test).
+    let program = script(dir.path(), "compiler", "cat > /dev/null\nexit 3");
+    let plugins = plugins(dir.path(), Some(program));
+    let wasm = unseen_component(echo_wasm(), 9_003);
+    plugins
+        .load(&echo_manifest(), wasm, PluginSource::Bundled)
+        .await
+        .unwrap();
+
+    assert_eq!(artifacts(dir.path()), 1, "compiled and cached by the host");
+    assert_eq!(ping(&plugins).await, json!({"pong": true}));
+}
+
+#[test]
+fn the_compiler_process_refuses_a_host_of_another_build() {
+    let _turn = ONE_AT_A_TIME.blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.cwasm");
+    let mut child = Command::new(binary())
+        .args([
+            "compile-plugin",
+            "--engine-key",
+            "0000000000000000",
+            "--output",
+        ])
+        .arg(&output)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It may stop reading before the whole component: a failed write is fine.
+    let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), &echo_wasm());
+    let finished = child.wait_with_output().unwrap();
+
+    assert_eq!(finished.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&finished.stderr);
+    assert!(said.contains("the host runs 0000000000000000"), "{said}");
+    assert!(!output.exists());
+}
