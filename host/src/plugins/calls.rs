@@ -19,7 +19,7 @@ use super::host_api::{CallId, HostContext};
 use super::manifest::Manifest;
 use super::outcome::CallError;
 use super::reach::{Reach, TargetAddress};
-use super::registry::{LoadedPlugin, PluginKey, key_of};
+use super::registry::{LoadedPlugin, PluginKey};
 use super::reports::{HealthReport, Incident, RecoveryReport};
 use crate::names::Name;
 
@@ -93,7 +93,8 @@ impl Plugins {
         input: &serde_json::Value,
         caller: Caller,
     ) -> Result<serde_json::Value, InvokeError> {
-        let (plugin, host, record) = self.begin(team, name, capability, caller)?;
+        let (plugin, host) = self.begin(team, name, caller)?;
+        let record = CallRecord::new(&plugin, host.call_id, capability);
         if !plugin.offers(capability) {
             return Err(InvokeError::UnknownCapability {
                 plugin: format!("{team}/{name}"),
@@ -128,7 +129,8 @@ impl Plugins {
         target: &serde_json::Value,
         caller: Caller,
     ) -> Result<HealthReport, InvokeError> {
-        let (plugin, mut host, record) = self.begin(team, name, "check", caller)?;
+        let (plugin, mut host) = self.begin(team, name, caller)?;
+        let record = CallRecord::new(&plugin, host.call_id, "check");
         let outcome = async {
             let _slot = slot(&plugin).await?;
             let limits = &plugin.manifest.limits;
@@ -154,7 +156,8 @@ impl Plugins {
         incident: &Incident,
         caller: Caller,
     ) -> Result<RecoveryReport, InvokeError> {
-        let (plugin, host, record) = self.begin(team, name, "recover", caller)?;
+        let (plugin, host) = self.begin(team, name, caller)?;
+        let record = CallRecord::new(&plugin, host.call_id, "recover");
         let outcome = async {
             let _slot = slot(&plugin).await?;
             let limits = &plugin.manifest.limits;
@@ -166,31 +169,23 @@ impl Plugins {
         record.finish(outcome).map(RecoveryReport::from)
     }
 
-    /// Starts a call of a loaded plugin: the plugin, the call's host
-    /// context, and the record that counts and logs how it ended. Every
-    /// kind of call goes through here and [`CallRecord::finish`].
-    fn begin<'a>(
+    /// Starts a call of a loaded plugin: the plugin and the call's host
+    /// context. Every kind of call goes through here, then counts and logs
+    /// how it ended with a [`CallRecord`].
+    fn begin(
         &self,
         team: &Name,
         name: &Name,
-        what: &'a str,
         caller: Caller,
-    ) -> Result<(Arc<LoadedPlugin>, HostContext, CallRecord<'a>), InvokeError> {
+    ) -> Result<(Arc<LoadedPlugin>, HostContext), InvokeError> {
         let plugin = self
-            .serving(&key_of(team, name))
+            .serving(&(team.as_str(), name.as_str()))
             .ok_or_else(|| InvokeError::NotFound {
                 team: team.to_string(),
                 name: name.to_string(),
             })?;
         let host = self.host_context(&plugin.manifest, plugin.share.clone(), caller);
-        let record = CallRecord {
-            stats: plugin.stats.clone(),
-            started: Instant::now(),
-            call_id: host.call_id,
-            manifest: plugin.manifest.clone(),
-            what,
-        };
-        Ok((plugin, host, record))
+        Ok((plugin, host))
     }
 
     /// What the host offers one call of a plugin with `manifest`, under a
@@ -263,16 +258,27 @@ async fn slot(plugin: &LoadedPlugin) -> Result<tokio::sync::SemaphorePermit<'_>,
 
 /// How one call is counted and, if it failed, logged.
 struct CallRecord<'a> {
-    stats: Arc<CallStats>,
+    stats: &'a CallStats,
     started: Instant,
     call_id: CallId,
     /// Whose call it is (team and name).
-    manifest: Arc<Manifest>,
+    manifest: &'a Manifest,
     /// The export called: a capability's name, `check` or `recover`.
     what: &'a str,
 }
 
-impl CallRecord<'_> {
+impl<'a> CallRecord<'a> {
+    /// Starts the record of call `call_id` of `plugin`'s export `what`.
+    fn new(plugin: &'a LoadedPlugin, call_id: CallId, what: &'a str) -> Self {
+        Self {
+            stats: &plugin.stats,
+            started: Instant::now(),
+            call_id,
+            manifest: &plugin.manifest,
+            what,
+        }
+    }
+
     /// Counts the call, logs it if it failed, and hands its outcome on.
     fn finish<T>(self, outcome: Result<T, CallError>) -> Result<T, InvokeError> {
         self.stats.count(self.started.elapsed(), outcome.is_err());
@@ -291,29 +297,31 @@ impl CallRecord<'_> {
 mod tests {
     use super::*;
 
-    fn record(stats: &Arc<CallStats>) -> CallRecord<'static> {
+    fn record<'a>(stats: &'a CallStats, manifest: &'a Manifest) -> CallRecord<'a> {
         CallRecord {
-            stats: stats.clone(),
+            stats,
             started: Instant::now(),
             call_id: CallId(1),
-            manifest: Arc::new(
-                Manifest::parse(
-                    "name = \"tickets\"\nversion = \"1.0.0\"\nkind = \"capability\"\n\
-                     team = \"ops\"\ncapabilities = [\"open\"]\n",
-                )
-                .unwrap(),
-            ),
+            manifest,
             what: "open",
         }
     }
 
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            "name = \"tickets\"\nversion = \"1.0.0\"\nkind = \"capability\"\n\
+             team = \"ops\"\ncapabilities = [\"open\"]\n",
+        )
+        .unwrap()
+    }
+
     #[test]
     fn every_finished_call_is_counted_and_failures_also_as_failures() {
-        let stats = Arc::new(CallStats::default());
-        assert_eq!(record(&stats).finish(Ok(7)).unwrap(), 7);
+        let (stats, manifest) = (CallStats::default(), manifest());
+        assert_eq!(record(&stats, &manifest).finish(Ok(7)).unwrap(), 7);
         assert_eq!((stats.calls(), stats.failures()), (1, 0));
 
-        let failed = record(&stats).finish::<()>(Err(CallError::Timeout(250)));
+        let failed = record(&stats, &manifest).finish::<()>(Err(CallError::Timeout(250)));
         assert!(matches!(
             failed,
             Err(InvokeError::Call(CallError::Timeout(250)))

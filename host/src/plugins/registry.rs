@@ -93,6 +93,53 @@ pub(super) fn key_of(team: &Name, name: &Name) -> PluginKey {
     (team.to_string(), name.to_string())
 }
 
+/// A `(team, name)` as the registry's maps compare it, owned or borrowed:
+/// a call finds its plugin from the names it was given without building
+/// an owned key (`map.get(&(team, name) as &dyn KeyView)`).
+pub(super) trait KeyView {
+    /// Team and name.
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyView for PluginKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl KeyView for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for PluginKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+// Ordered as `PluginKey` (a tuple) is, which `Borrow` requires.
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 /// A plugin version ready to serve.
 pub(super) struct LoadedPlugin {
     pub(super) manifest: Arc<Manifest>,
@@ -138,7 +185,7 @@ pub(super) struct FailedPlugin {
 
 impl Plugins {
     /// The version of `key` serving now, if any.
-    pub(super) fn serving(&self, key: &PluginKey) -> Option<Arc<LoadedPlugin>> {
+    pub(super) fn serving(&self, key: &dyn KeyView) -> Option<Arc<LoadedPlugin>> {
         self.loaded
             .read()
             .expect("plugin registry poisoned")
@@ -278,5 +325,30 @@ impl Plugins {
                 plugin.manifest.version.clone(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_finds_what_the_owned_key_does() {
+        let keys = [
+            ("ops", "alerts"),
+            ("ops", "tickets"),
+            ("dev", "tickets"),
+            ("op", "salerts"),
+        ];
+        let map: BTreeMap<PluginKey, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(n, (team, name))| (((*team).to_owned(), (*name).to_owned()), n))
+            .collect();
+        for (n, key) in keys.iter().enumerate() {
+            assert_eq!(map.get(key as &dyn KeyView), Some(&n), "{key:?}");
+        }
+        assert_eq!(map.get(&("ops", "nothing") as &dyn KeyView), None);
+        assert_eq!(map.get(&("opsalerts", "") as &dyn KeyView), None);
     }
 }

@@ -294,29 +294,33 @@ impl Drop for GuestPool {
 /// short and waiting calls never queue behind them.
 pub(super) struct Slice {
     share: Arc<Semaphore>,
-    held: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+    /// Where a claim is kept once the call first makes one (most calls
+    /// end before an epoch tick and never do).
+    held: Option<Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>>,
 }
 
 impl Slice {
     fn new(share: Arc<Semaphore>) -> Self {
-        Self {
-            share,
-            held: Arc::default(),
-        }
+        Self { share, held: None }
     }
 
     /// Gives the claim back, for the time the call waits on the host.
     pub(super) fn release(&self) {
-        self.held.lock().expect("slice poisoned").take();
+        if let Some(held) = &self.held {
+            held.lock().expect("slice poisoned").take();
+        }
     }
 
     fn is_held(&self) -> bool {
-        self.held.lock().expect("slice poisoned").is_some()
+        self.held
+            .as_ref()
+            .is_some_and(|held| held.lock().expect("slice poisoned").is_some())
     }
 
     /// Waits for a claim and keeps it.
-    fn claim(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        let (share, held) = (self.share.clone(), self.held.clone());
+    fn claim(&mut self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let held = self.held.get_or_insert_with(Arc::default).clone();
+        let share = self.share.clone();
         Box::pin(async move {
             if let Ok(permit) = share.acquire_owned().await {
                 *held.lock().expect("slice poisoned") = Some(permit);
