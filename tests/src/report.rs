@@ -146,7 +146,7 @@ pub fn at_most(value: f64, limit: f64, unit: &str) -> String {
     if value <= limit {
         format!("≤ {limit}{unit}: met")
     } else {
-        format!("≤ {limit}{unit}: missed by {:.2}{unit}", value - limit)
+        format!("≤ {limit}{unit}: missed by {}{unit}", shortfall(value - limit))
     }
 }
 
@@ -155,13 +155,32 @@ pub fn at_least(value: f64, floor: f64, unit: &str) -> String {
     if value >= floor {
         format!("≥ {floor}{unit}: met")
     } else {
-        format!("≥ {floor}{unit}: missed by {:.2}{unit}", floor - value)
+        format!("≥ {floor}{unit}: missed by {}{unit}", shortfall(floor - value))
+    }
+}
+
+/// A miss with two decimals, or with the first digit that is not zero when
+/// two decimals would show none (a miss is never shown as 0.00).
+fn shortfall(by: f64) -> String {
+    if by >= 0.01 {
+        format!("{by:.2}")
+    } else {
+        let decimals = (-by.log10()).ceil().clamp(2.0, 9.0) as usize;
+        format!("{by:.decimals$}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_miss_is_never_shown_as_nothing() {
+        assert_eq!(at_most(1.106, 1.1, "×"), "≤ 1.1×: missed by 0.006×");
+        assert_eq!(at_most(10.41, 10.0, " µs"), "≤ 10 µs: missed by 0.41 µs");
+        assert_eq!(at_least(0.94994, 0.95, "×"), "≥ 0.95×: missed by 0.00006×");
+        assert_eq!(at_most(1.1, 1.1, "×"), "≤ 1.1×: met");
+    }
 
     #[test]
     fn thousands_groups_digits() {
