@@ -146,7 +146,10 @@ pub fn at_most(value: f64, limit: f64, unit: &str) -> String {
     if value <= limit {
         format!("≤ {limit}{unit}: met")
     } else {
-        format!("≤ {limit}{unit}: missed by {}{unit}", shortfall(value - limit))
+        format!(
+            "≤ {limit}{unit}: missed by {}{unit}",
+            shortfall(value - limit)
+        )
     }
 }
 
@@ -155,7 +158,10 @@ pub fn at_least(value: f64, floor: f64, unit: &str) -> String {
     if value >= floor {
         format!("≥ {floor}{unit}: met")
     } else {
-        format!("≥ {floor}{unit}: missed by {}{unit}", shortfall(floor - value))
+        format!(
+            "≥ {floor}{unit}: missed by {}{unit}",
+            shortfall(floor - value)
+        )
     }
 }
 
