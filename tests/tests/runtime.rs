@@ -544,41 +544,15 @@ async fn outbound_http_reaches_only_the_hosts_the_manifest_allows() {
 /// memory held while the plugin is loaded.
 #[tokio::test]
 async fn a_freshly_compiled_plugin_runs_from_its_cached_artifact() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(
-        RedbBackend::open(&dir.path().join("db.redb")).unwrap(),
-    ));
-    let cache = dir.path().join("cache");
-    let plugins = Plugins::new(&RuntimeConfig::with_instances(16), &store)
-        .unwrap()
-        .with_artifact_cache(cache.clone());
-    // Bytes no other test loads, so this load compiles.
-    let wasm = autoagent_tests::unseen_component(autoagent_tests::echo_wasm(), 7_001);
-    let manifest = std::fs::read_to_string(guests::GUEST_ECHO_MANIFEST).unwrap();
-    plugins
-        .load(&manifest, wasm, PluginSource::Bundled)
-        .await
-        .unwrap();
+    let (_dir, plugins, artifact) = echo_compiled_into_a_cache(7_001).await;
 
-    let cached: Vec<_> = walk(&cache);
-    assert_eq!(cached.len(), 1, "one artifact cached: {cached:?}");
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let artifact = cached[0].display().to_string();
+    let artifact = artifact.display().to_string();
     assert!(
         maps.lines().any(|line| line.ends_with(&artifact)),
         "{artifact} is mapped"
     );
-    let out = plugins
-        .invoke(
-            &Name::from_static("testing"),
-            &Name::from_static("echo"),
-            "ping",
-            &Value::Null,
-            Caller::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(out, json!({"pong": true}));
+    assert_eq!(ping(&plugins).await, json!({"pong": true}));
 }
 
 /// A loaded plugin's compiled code is handed back to the kernel once it is
@@ -586,6 +560,24 @@ async fn a_freshly_compiled_plugin_runs_from_its_cached_artifact() {
 /// the plugin waits for its first call, which reads back what it runs.
 #[tokio::test]
 async fn a_loaded_plugin_holds_little_of_its_code_until_called() {
+    let (_dir, plugins, artifact) = echo_compiled_into_a_cache(7_002).await;
+    let size = std::fs::metadata(&artifact).unwrap().len();
+
+    let after_load = file_pages_mapped(&artifact);
+    assert!(
+        after_load * 8 < size,
+        "{after_load} of the artifact's {size} bytes resident after the load"
+    );
+    assert_eq!(ping(&plugins).await, json!({"pong": true}));
+    assert!(
+        file_pages_mapped(&artifact) > after_load,
+        "the call read its code back"
+    );
+}
+
+/// Plugins with an artifact cache and the echo guest made unique with `n`
+/// (bytes no other test loads, so the load compiles), and its artifact.
+async fn echo_compiled_into_a_cache(n: usize) -> (tempfile::TempDir, Plugins, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(Arc::new(
         RedbBackend::open(&dir.path().join("db.redb")).unwrap(),
@@ -594,21 +586,20 @@ async fn a_loaded_plugin_holds_little_of_its_code_until_called() {
     let plugins = Plugins::new(&RuntimeConfig::with_instances(16), &store)
         .unwrap()
         .with_artifact_cache(cache.clone());
-    let wasm = autoagent_tests::unseen_component(autoagent_tests::echo_wasm(), 7_002);
+    let wasm = autoagent_tests::unseen_component(autoagent_tests::echo_wasm(), n);
     let manifest = std::fs::read_to_string(guests::GUEST_ECHO_MANIFEST).unwrap();
     plugins
         .load(&manifest, wasm, PluginSource::Bundled)
         .await
         .unwrap();
-    let artifact = walk(&cache).pop().expect("an artifact cached");
-    let size = std::fs::metadata(&artifact).unwrap().len();
+    let cached = walk(&cache);
+    assert_eq!(cached.len(), 1, "one artifact cached: {cached:?}");
+    let artifact = cached[0].clone();
+    (dir, plugins, artifact)
+}
 
-    let after_load = file_pages_mapped(&artifact);
-    assert!(
-        after_load * 8 < size,
-        "{after_load} of the artifact's {size} bytes resident after the load"
-    );
-    let out = plugins
+async fn ping(plugins: &Plugins) -> Value {
+    plugins
         .invoke(
             &Name::from_static("testing"),
             &Name::from_static("echo"),
@@ -617,12 +608,7 @@ async fn a_loaded_plugin_holds_little_of_its_code_until_called() {
             Caller::default(),
         )
         .await
-        .unwrap();
-    assert_eq!(out, json!({"pong": true}));
-    assert!(
-        file_pages_mapped(&artifact) > after_load,
-        "the call read its code back"
-    );
+        .unwrap()
 }
 
 /// How many bytes of `file` this process has resident as pages of the file
