@@ -79,8 +79,13 @@ impl CodePages {
 /// Asks the kernel to reclaim the pages of `range` now.
 #[cfg(target_os = "linux")]
 fn page_out(range: &Range<usize>) {
-    // madvise wants a page-aligned start; the end may be anywhere.
-    let page = 4096;
+    // madvise wants a start aligned to the kernel's page size (4 KiB on
+    // x86-64, up to 64 KiB on some arm64 kernels); the end may be anywhere.
+    // SAFETY: sysconf only reads a system setting.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        size if size > 0 => size as usize,
+        _ => 4096,
+    };
     let start = range.start & !(page - 1);
     if range.end <= start {
         return;
