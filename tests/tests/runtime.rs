@@ -185,6 +185,66 @@ fn testing(name: &'static str) -> (Name, Name) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_export_gets_the_call_context_of_its_call() {
+    let f = fixture().await;
+    let caller = || Caller {
+        worker_id: Some("worker_7".into()),
+        subject_id: Some("task_9".into()),
+    };
+    let (team, echo) = testing("echo");
+    let seen = f
+        .plugins
+        .invoke(&team, &echo, "context", &json!(null), caller())
+        .await
+        .unwrap();
+    let call_id = seen["callId"].as_str().unwrap().to_owned();
+    assert!(call_id.starts_with("call_"), "{call_id}");
+    assert_eq!(
+        seen,
+        json!({"team": "testing", "plugin": "echo", "callId": call_id,
+               "workerId": "worker_7", "subjectId": "task_9"})
+    );
+    // No worker or subject: none reach the plugin; every call has its own id.
+    let bare = f.call("echo", "context", json!(null)).await.unwrap();
+    assert_eq!(
+        (&bare["workerId"], &bare["subjectId"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_ne!(bare["callId"], seen["callId"]);
+
+    let (_, checker) = testing("checker");
+    let report = f
+        .plugins
+        .check(&team, &checker, &json!({"context": true}), caller())
+        .await
+        .unwrap();
+    let words: Vec<&str> = report.message.split(' ').collect();
+    assert_eq!(words[..2], ["testing", "checker"]);
+    assert!(words[2].starts_with("call_"), "{}", report.message);
+    assert_eq!(words[3..], ["Some(\"worker_7\")", "Some(\"task_9\")"]);
+
+    let (_, fixer) = testing("fixer");
+    let incident = Incident {
+        id: "incident_1".into(),
+        check_id: "web".into(),
+        severity: "high".into(),
+        stage: 0,
+        summary: "down".into(),
+        target: json!({"do": "context"}),
+        config: json!({}),
+    };
+    let report = f
+        .plugins
+        .recover(&team, &fixer, &incident, Caller::default())
+        .await
+        .unwrap();
+    let words: Vec<&str> = report.notes.split(' ').collect();
+    assert_eq!(words[..2], ["testing", "fixer"]);
+    assert!(words[2].starts_with("call_"), "{}", report.notes);
+    assert_eq!(words[3..], ["None", "None"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_are_called_like_capabilities_with_the_same_failure_kinds() {
     let f = fixture().await;
     let (team, checker) = testing("checker");

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use wasmtime::component::{ComponentType, Lower};
 
 use super::manifest::Manifest;
 use super::reach::Reach;
 use super::runtime::CallState;
-use super::runtime::bindings::capability::autoagent::plugin::types as wit_types;
 use super::runtime::bindings::imports::autoagent::plugin::{commands, config, kv, log};
 use super::state::{PluginState, StateError};
 
@@ -19,6 +19,49 @@ use super::state::{PluginState, StateError};
 /// so that a call hands it around without copying text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallId(pub u64);
+
+impl CallId {
+    /// The id as the plugin and the logs see it, `call_<n>`. Written out
+    /// by hand: `format!` machinery costs a call more than the rest of its
+    /// context.
+    pub fn text(self) -> CallIdText {
+        const PREFIX: &[u8] = b"call_";
+        let mut digits = [0; 20];
+        let mut first = digits.len();
+        let mut rest = self.0;
+        loop {
+            first -= 1;
+            digits[first] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let len = PREFIX.len() + digits.len() - first;
+        let mut bytes = [0; CallIdText::CAPACITY];
+        bytes[..PREFIX.len()].copy_from_slice(PREFIX);
+        bytes[PREFIX.len()..len].copy_from_slice(&digits[first..]);
+        CallIdText { bytes, len }
+    }
+}
+
+/// A call id written out, kept on the stack: a call hands its id to the
+/// plugin without allocating.
+#[derive(Clone, Copy)]
+pub struct CallIdText {
+    bytes: [u8; Self::CAPACITY],
+    len: usize,
+}
+
+impl CallIdText {
+    const CAPACITY: usize = "call_".len() + 20;
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only `write!` of ASCII text ever fills the bytes.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
 
 impl std::fmt::Display for CallId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,11 +90,13 @@ pub struct HostContext {
 }
 
 impl HostContext {
-    pub(super) fn wit_context(&self) -> wit_types::CallContext {
-        wit_types::CallContext {
-            team: self.manifest.team.clone(),
-            plugin: self.manifest.name.clone(),
-            call_id: self.call_id.to_string(),
+    /// Who the call is for, as the plugin is told, kept apart from this
+    /// context (which the call's store owns) so that it can be lent to the
+    /// call.
+    pub(super) fn told(&self) -> Told {
+        Told {
+            manifest: self.manifest.clone(),
+            call_id: self.call_id.text(),
             worker_id: self.worker_id.clone(),
             subject_id: self.subject_id.clone(),
         }
@@ -76,6 +121,43 @@ impl HostContext {
             kv::KvError::Denied("key-value state is not granted in plugin.toml".into())
         })
     }
+}
+
+/// Who a call is for, as its plugin is told (see [`HostContext::told`]).
+pub(super) struct Told {
+    manifest: Arc<Manifest>,
+    call_id: CallIdText,
+    worker_id: Option<String>,
+    subject_id: Option<String>,
+}
+
+impl Told {
+    /// The `call-context` record, borrowed from `self`.
+    pub(super) fn context(&self) -> CallContext<'_> {
+        CallContext {
+            team: &self.manifest.team,
+            plugin: &self.manifest.name,
+            call_id: self.call_id.as_str(),
+            worker_id: self.worker_id.as_deref(),
+            subject_id: self.subject_id.as_deref(),
+        }
+    }
+}
+
+/// WIT's `call-context`, lowered into the plugin from borrowed text (the
+/// generated bindings' own type owns its strings, which would cost a call
+/// three allocations before the copy into the guest).
+#[derive(ComponentType, Lower, Clone, Copy)]
+#[component(record)]
+pub(super) struct CallContext<'a> {
+    team: &'a str,
+    plugin: &'a str,
+    #[component(name = "call-id")]
+    call_id: &'a str,
+    #[component(name = "worker-id")]
+    worker_id: Option<&'a str>,
+    #[component(name = "subject-id")]
+    subject_id: Option<&'a str>,
 }
 
 fn kv_error(err: StateError) -> kv::KvError {
@@ -236,5 +318,21 @@ impl commands::Host for CallState {
             stdout: finished.stdout,
             stderr: finished.stderr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_id_text_is_what_the_logs_show() {
+        for n in [0, 7, 10, 1_733_000_000_000, u64::MAX] {
+            assert_eq!(CallId(n).text().as_str(), CallId(n).to_string());
+        }
+        assert_eq!(
+            CallId(u64::MAX).text().as_str(),
+            "call_18446744073709551615"
+        );
     }
 }

@@ -22,9 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use tokio::sync::Semaphore;
 
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentExportIndex, HasSelf, InstancePre, Linker, ResourceTable,
+};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     Trap, UpdateDeadline,
@@ -33,7 +36,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::host_api::HostContext;
+use super::host_api::{CallContext, HostContext};
 use super::http::HttpGate;
 use super::manifest::{Limits, MAX_MEMORY_MIB, PluginKind};
 use super::outcome::{CallError, Observed};
@@ -100,9 +103,9 @@ pub(crate) mod bindings {
     }
 }
 
-use bindings::capability::{CapabilityPre, autoagent::plugin::types as wit};
-use bindings::health_check::HealthCheckPre;
-use bindings::recovery_strategy::RecoveryStrategyPre;
+use bindings::capability::{CapabilityIndices, autoagent::plugin::types as wit};
+use bindings::health_check::HealthCheckIndices;
+use bindings::recovery_strategy::RecoveryStrategyIndices;
 
 /// How often the epoch advances. A call's deadline is checked, and the guest
 /// yields to other tasks, once per tick.
@@ -259,20 +262,22 @@ impl GuestPool {
 
     /// Runs `call` on the pool. If the caller stops waiting (its task was
     /// cancelled), the call is stopped too.
-    async fn run<T: Send + 'static>(
-        &self,
-        call: impl Future<Output = Result<T, CallError>> + Send + 'static,
-    ) -> Result<T, CallError> {
+    ///
+    /// A plain function, not `async`: an `async fn` would keep `call` twice
+    /// in its own future (once as its argument, once as what it awaits),
+    /// and a call's future is large.
+    fn run<T, F>(&self, call: F) -> Either<F, Hop<T>>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, CallError>> + Send + 'static,
+    {
         // Work already on the pool (a task's attempt) calls in place; a
         // call from elsewhere (an API request) hops over, which costs two
         // thread wake-ups.
         if tokio::runtime::Handle::try_current().is_ok_and(|here| here.id() == self.handle.id()) {
-            return call.await;
-        }
-        let task = self.handle.spawn(call);
-        match (AbortOnDrop(task)).await {
-            Ok(outcome) => outcome,
-            Err(err) => Err(CallError::Host(format!("the call's task failed: {err}"))),
+            Either::Left(call)
+        } else {
+            Either::Right(Hop(self.handle.spawn(call)))
         }
     }
 }
@@ -293,15 +298,16 @@ impl Drop for GuestPool {
 /// team's long computations use at most its share of the threads while its
 /// short and waiting calls never queue behind them.
 pub(super) struct Slice {
-    share: Arc<Semaphore>,
     /// Where a claim is kept once the call first makes one (most calls
     /// end before an epoch tick and never do).
     held: Option<Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>>,
 }
 
 impl Slice {
-    fn new(share: Arc<Semaphore>) -> Self {
-        Self { share, held: None }
+    /// A call's slice before any claim: nothing allocated, nothing shared,
+    /// so that the many calls that never claim one pay nothing for it.
+    fn new() -> Self {
+        Self { held: None }
     }
 
     /// Gives the claim back, for the time the call waits on the host.
@@ -317,10 +323,13 @@ impl Slice {
             .is_some_and(|held| held.lock().expect("slice poisoned").is_some())
     }
 
-    /// Waits for a claim and keeps it.
-    fn claim(&mut self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    /// Waits for a claim on `share` (the call's team's) and keeps it.
+    fn claim(
+        &mut self,
+        share: &Arc<Semaphore>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
         let held = self.held.get_or_insert_with(Arc::default).clone();
-        let share = self.share.clone();
+        let share = share.clone();
         Box::pin(async move {
             if let Ok(permit) = share.acquire_owned().await {
                 *held.lock().expect("slice poisoned") = Some(permit);
@@ -329,36 +338,42 @@ impl Slice {
     }
 }
 
-/// A spawned call that is aborted when its waiter goes away.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// A call spawned onto the guest pool, aborted when its waiter goes away.
+struct Hop<T>(tokio::task::JoinHandle<Result<T, CallError>>);
 
-impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
+impl<T> Future for Hop<T> {
+    type Output = Result<T, CallError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|err| {
+                Err(CallError::Host(format!("the call's task failed: {err}")))
+            })
+        })
     }
 }
 
-impl<T> Drop for AbortOnDrop<T> {
+impl<T> Drop for Hop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
 /// A component compiled, linked and checked against its kind's world, ready
-/// to be instantiated once per call.
+/// to be instantiated once per call. Cheap to clone (one reference count).
 #[derive(Clone)]
-pub enum Prepared {
-    /// World `capability`.
-    Capability(CapabilityPre<CallState>),
-    /// World `health-check`.
-    HealthCheck(HealthCheckPre<CallState>),
-    /// World `recovery-strategy`.
-    RecoveryStrategy(RecoveryStrategyPre<CallState>),
+pub struct Prepared(Arc<Linked>);
+
+struct Linked {
+    kind: PluginKind,
+    pre: InstancePre<CallState>,
+    /// Where the kind's exports are in the component: `invoke` (and
+    /// `describe`), `check` or `recover`.
+    call: ComponentExportIndex,
+    describe: Option<ComponentExportIndex>,
 }
 
 /// Everything one call's store holds. Built afresh for every call.
@@ -529,37 +544,64 @@ impl Runtime {
     /// Links a compiled component and checks it against `kind`'s world.
     pub fn prepare(&self, kind: PluginKind, component: &Component) -> wasmtime::Result<Prepared> {
         let pre: InstancePre<CallState> = self.linker.instantiate_pre(component)?;
-        Ok(match kind {
-            PluginKind::Capability => Prepared::Capability(CapabilityPre::new(pre)?),
-            PluginKind::HealthCheck => Prepared::HealthCheck(HealthCheckPre::new(pre)?),
-            PluginKind::RecoveryStrategy => {
-                Prepared::RecoveryStrategy(RecoveryStrategyPre::new(pre)?)
-            }
-        })
+        // The generated bindings check every export of the world against
+        // its WIT types; calls then find their export by index.
+        let call = match kind {
+            PluginKind::Capability => CapabilityIndices::new(&pre).map(|_| "invoke"),
+            PluginKind::HealthCheck => HealthCheckIndices::new(&pre).map(|_| "check"),
+            PluginKind::RecoveryStrategy => RecoveryStrategyIndices::new(&pre).map(|_| "recover"),
+        }?;
+        let index = |name: &str| {
+            component
+                .get_export_index(None, name)
+                .ok_or_else(|| wasmtime::format_err!("no export `{name}` found"))
+        };
+        Ok(Prepared(Arc::new(Linked {
+            kind,
+            call: index(call)?,
+            describe: match kind {
+                PluginKind::Capability => Some(index("describe")?),
+                PluginKind::HealthCheck | PluginKind::RecoveryStrategy => None,
+            },
+            pre,
+        })))
     }
 
     /// Runs one export on a fresh store on the guest pool, within the
     /// call's limits, and names what went wrong if it failed. Every export
     /// of every plugin kind is called through here, so each gets the same
     /// isolation, limits and error kinds.
-    async fn call<T, R>(&self, limits: &Limits, host: HostContext, run: R) -> Result<T, CallError>
+    ///
+    /// The store is made here, before the call's future: that future is
+    /// moved at every layer above it, so it holds as little as it can.
+    fn call<T, R>(
+        &self,
+        limits: &Limits,
+        host: HostContext,
+        run: R,
+    ) -> impl Future<Output = Result<T, CallError>> + Send + use<T, R>
     where
         T: Send + 'static,
-        R: for<'s> FnOnce(&'s mut Store<CallState>, &'s wit::CallContext) -> ExportCall<'s, T>
+        R: for<'s> FnOnce(&'s mut Store<CallState>, CallContext<'s>) -> ExportCall<'s, T>
             + Send
             + 'static,
     {
         let limits = limits.clone();
-        let (engine, budget) = (self.engine.clone(), self.budget.clone());
-        let share = host.share.clone();
-        self.pool
-            .run(async move {
-                let ctx = host.wit_context();
-                let mut store = new_store(&engine, &budget, share, &limits, host);
-                let outcome = bounded(&limits, run(&mut store, &ctx)).await;
-                settle(&store, &limits, outcome)
-            })
-            .await
+        let told = host.told();
+        let mut store = new_store(&self.engine, &self.budget, &limits, host);
+        self.pool.run(async move {
+            let outcome = bounded(&limits, run(&mut store, told.context())).await;
+            settle(&store, &limits, outcome)
+        })
+    }
+
+    /// `prepared`'s linked component, if it is of `kind`.
+    fn linked(prepared: &Prepared, kind: PluginKind) -> Result<Arc<Linked>, CallError> {
+        if prepared.0.kind == kind {
+            Ok(prepared.0.clone())
+        } else {
+            Err(CallError::WrongKind(prepared.0.kind))
+        }
     }
 
     /// Runs `describe` on a capability plugin.
@@ -569,15 +611,18 @@ impl Runtime {
         limits: &Limits,
         host: HostContext,
     ) -> Result<Vec<(String, String)>, CallError> {
-        let Prepared::Capability(pre) = prepared else {
-            return Err(CallError::WrongKind(prepared.kind()));
-        };
-        let pre = pre.clone();
+        let linked = Self::linked(prepared, PluginKind::Capability)?;
         let infos = self
             .call(limits, host, move |store, _ctx| {
                 Box::pin(async move {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    instance.call_describe(&mut *store).await
+                    let instance = linked.pre.instantiate_async(&mut *store).await?;
+                    let describe = linked
+                        .describe
+                        .as_ref()
+                        .expect("capabilities have describe");
+                    let describe = instance
+                        .get_typed_func::<(), (Vec<wit::CapabilityInfo>,)>(&mut *store, describe)?;
+                    Ok(describe.call_async(&mut *store, ()).await?.0)
                 })
             })
             .await?;
@@ -596,17 +641,18 @@ impl Runtime {
         capability: &str,
         input: String,
     ) -> Result<String, CallError> {
-        let Prepared::Capability(pre) = prepared else {
-            return Err(CallError::WrongKind(prepared.kind()));
-        };
-        let (pre, capability) = (pre.clone(), capability.to_owned());
+        let linked = Self::linked(prepared, PluginKind::Capability)?;
+        let capability = capability.to_owned();
         let output = self
             .call(limits, host, move |store, ctx| {
                 Box::pin(async move {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    instance
-                        .call_invoke(&mut *store, ctx, &capability, &input)
-                        .await
+                    let instance = linked.pre.instantiate_async(&mut *store).await?;
+                    let invoke = instance.get_typed_func::<
+                        (CallContext<'_>, &str, &str),
+                        (Result<String, wit::PluginError>,),
+                    >(&mut *store, &linked.call)?;
+                    let params = (ctx, capability.as_str(), input.as_str());
+                    Ok(invoke.call_async(&mut *store, params).await?.0)
                 })
             })
             .await?
@@ -628,14 +674,18 @@ impl Runtime {
         host: HostContext,
         target: String,
     ) -> Result<wit::HealthReport, CallError> {
-        let Prepared::HealthCheck(pre) = prepared else {
-            return Err(CallError::WrongKind(prepared.kind()));
-        };
-        let pre = pre.clone();
+        let linked = Self::linked(prepared, PluginKind::HealthCheck)?;
         self.call(limits, host, move |store, ctx| {
             Box::pin(async move {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.call_check(&mut *store, ctx, &target).await
+                let instance = linked.pre.instantiate_async(&mut *store).await?;
+                let check = instance.get_typed_func::<
+                    (CallContext<'_>, &str),
+                    (Result<wit::HealthReport, wit::PluginError>,),
+                >(&mut *store, &linked.call)?;
+                Ok(check
+                    .call_async(&mut *store, (ctx, target.as_str()))
+                    .await?
+                    .0)
             })
         })
         .await?
@@ -650,14 +700,15 @@ impl Runtime {
         host: HostContext,
         incident: wit::Incident,
     ) -> Result<wit::RecoveryReport, CallError> {
-        let Prepared::RecoveryStrategy(pre) = prepared else {
-            return Err(CallError::WrongKind(prepared.kind()));
-        };
-        let pre = pre.clone();
+        let linked = Self::linked(prepared, PluginKind::RecoveryStrategy)?;
         self.call(limits, host, move |store, ctx| {
             Box::pin(async move {
-                let instance = pre.instantiate_async(&mut *store).await?;
-                instance.call_recover(&mut *store, ctx, &incident).await
+                let instance = linked.pre.instantiate_async(&mut *store).await?;
+                let recover = instance.get_typed_func::<
+                    (CallContext<'_>, &wit::Incident),
+                    (Result<wit::RecoveryReport, wit::PluginError>,),
+                >(&mut *store, &linked.call)?;
+                Ok(recover.call_async(&mut *store, (ctx, &incident)).await?.0)
             })
         })
         .await?
@@ -672,7 +723,6 @@ type ExportCall<'s, T> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<
 fn new_store(
     engine: &Engine,
     budget: &Arc<MemoryBudget>,
-    share: Arc<Semaphore>,
     limits: &Limits,
     host: HostContext,
 ) -> Store<CallState> {
@@ -718,7 +768,7 @@ fn new_store(
         deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
         timed_out: false,
         host,
-        slice: Slice::new(share),
+        slice: Slice::new(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -735,7 +785,10 @@ fn new_store(
         if state.slice.is_held() {
             Ok(UpdateDeadline::Yield(1))
         } else {
-            Ok(UpdateDeadline::YieldCustom(1, state.slice.claim()))
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                state.slice.claim(&state.host.share),
+            ))
         }
     });
     store
@@ -744,11 +797,7 @@ fn new_store(
 impl Prepared {
     /// The kind of plugin this is.
     pub fn kind(&self) -> PluginKind {
-        match self {
-            Self::Capability(_) => PluginKind::Capability,
-            Self::HealthCheck(_) => PluginKind::HealthCheck,
-            Self::RecoveryStrategy(_) => PluginKind::RecoveryStrategy,
-        }
+        self.0.kind
     }
 }
 

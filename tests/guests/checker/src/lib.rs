@@ -19,7 +19,10 @@ use autoagent_sdk::{CallContext, HealthCheck, HealthReport, PluginError};
 pub struct Checker;
 
 impl HealthCheck for Checker {
-    fn check(_ctx: &CallContext, target: Value) -> Result<HealthReport, PluginError> {
+    fn check(ctx: &CallContext, target: Value) -> Result<HealthReport, PluginError> {
+        if target["context"].as_bool() == Some(true) {
+            return Ok(HealthReport::healthy(context_line(ctx)));
+        }
         if let Some(url) = target["fetch"].as_str() {
             return Ok(match Request::get(url).send() {
                 Ok(response) => HealthReport::healthy(format!("fetched {}", response.status)),
@@ -56,3 +59,11 @@ fn spin() -> ! {
 }
 
 autoagent_sdk::export_health_check!(Checker);
+
+/// The call context as one line: team, plugin, call id, worker and subject.
+fn context_line(ctx: &CallContext) -> String {
+    format!(
+        "{} {} {} {:?} {:?}",
+        ctx.team, ctx.plugin, ctx.call_id, ctx.worker_id, ctx.subject_id
+    )
+}

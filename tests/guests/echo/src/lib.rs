@@ -23,6 +23,7 @@ impl Capability for Echo {
         vec![
             CapabilityInfo::new("echo", "Returns its input unchanged"),
             CapabilityInfo::new("ping", "Returns {\"pong\":true}"),
+            CapabilityInfo::new("context", "Returns the call context it was given"),
             CapabilityInfo::new("fail", "Always fails with a plugin error"),
             CapabilityInfo::new("counter", "Counts calls seen by this instance"),
             CapabilityInfo::new("config", "Reads config key input.key"),
@@ -47,8 +48,15 @@ impl Capability for Echo {
         ]
     }
 
-    fn invoke(_ctx: &CallContext, capability: &str, input: Value) -> Result<Value, PluginError> {
+    fn invoke(ctx: &CallContext, capability: &str, input: Value) -> Result<Value, PluginError> {
         match capability {
+            "context" => Ok(json!({
+                "team": ctx.team,
+                "plugin": ctx.plugin,
+                "callId": ctx.call_id,
+                "workerId": ctx.worker_id,
+                "subjectId": ctx.subject_id,
+            })),
             "echo" => Ok(input),
             "ping" => Ok(json!({ "pong": true })),
             "fail" => Err(PluginError::failed("failed on purpose")),

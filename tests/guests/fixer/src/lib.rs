@@ -11,9 +11,13 @@ use autoagent_sdk::{CallContext, Incident, PluginError, RecoveryReport, Recovery
 pub struct Fixer;
 
 impl RecoveryStrategy for Fixer {
-    fn recover(_ctx: &CallContext, incident: &Incident) -> Result<RecoveryReport, PluginError> {
+    fn recover(ctx: &CallContext, incident: &Incident) -> Result<RecoveryReport, PluginError> {
         let notes = format!("{} stage {}", incident.id, incident.stage);
         match incident.target["do"].as_str() {
+            Some("context") => Ok(RecoveryReport::recovered(format!(
+                "{} {} {} {:?} {:?}",
+                ctx.team, ctx.plugin, ctx.call_id, ctx.worker_id, ctx.subject_id
+            ))),
             Some("recover") => Ok(RecoveryReport::recovered(notes)),
             Some("not_recovered") => Ok(RecoveryReport::not_recovered(notes)),
             Some("escalate") => Ok(RecoveryReport::escalate(notes)),
