@@ -31,6 +31,7 @@ use alerts::delivery::{DeliveryConfig, Outbox, OutboxDeps};
 use auth::Tokens;
 use engine::{Clock, Loops};
 use plans::{ActionPlans, PlanDeps};
+use plugins::compiler::CompilerProcess;
 use plugins::{FolderWatcher, Plugins, RuntimeConfig};
 use recovery::{Recovery, RecoveryDeps};
 use store::{RedbBackend, Store};
@@ -150,7 +151,7 @@ impl App {
             .with_folders(plugin_root(&config.data_dir))
             .with_artifact_cache(config.data_dir.join(ARTIFACT_CACHE_DIR));
         if let Some(program) = &config.compiler {
-            plugins = plugins.with_compiler_process(program.clone());
+            plugins = plugins.with_compiler_process(CompilerProcess::new(program.clone()));
         }
         plugins
             .load_bundled()

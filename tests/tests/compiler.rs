@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use autoagent::names::Name;
+use autoagent::plugins::compiler::{CompileLimits, CompilerProcess};
 use autoagent::plugins::{Caller, LoadError, PluginSource, Plugins, RuntimeConfig};
 use autoagent::store::{RedbBackend, Store};
 use autoagent_tests::{binary, echo_wasm, guests, json, unseen_component};
@@ -20,15 +21,34 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// Plugins with an artifact cache, compiling with `program` if given.
 fn plugins(dir: &Path, program: Option<PathBuf>) -> Plugins {
+    plugins_compiling_with(dir, program.map(CompilerProcess::new))
+}
+
+fn plugins_compiling_with(dir: &Path, compiler: Option<CompilerProcess>) -> Plugins {
     std::fs::create_dir_all(dir).unwrap();
     let store = Store::new(Arc::new(RedbBackend::open(&dir.join("db.redb")).unwrap()));
     let plugins = Plugins::new(&RuntimeConfig::with_instances(8), &store)
         .unwrap()
         .with_artifact_cache(dir.join("cache"));
-    match program {
-        Some(program) => plugins.with_compiler_process(program),
+    match compiler {
+        Some(compiler) => plugins.with_compiler_process(compiler),
         None => plugins,
     }
+}
+
+/// The load error of `wasm` (the echo guest's manifest) under `compiler`.
+async fn compile_error(dir: &Path, compiler: CompilerProcess, wasm: Vec<u8>) -> String {
+    let plugins = plugins_compiling_with(dir, Some(compiler));
+    let err = plugins
+        .load(&echo_manifest(), wasm, PluginSource::Bundled)
+        .await
+        .unwrap_err();
+    let LoadError::Compile(message) = err else {
+        panic!("expected a compile error, got {err:?}");
+    };
+    assert_eq!(artifacts(dir), 0, "nothing cached");
+    assert!(plugins.list(None).is_empty(), "nothing loaded");
+    message
 }
 
 /// An executable shell script `name` in `dir` with `body`.
@@ -121,22 +141,12 @@ async fn a_compiler_that_crashes_fails_that_load_and_nothing_else() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let program = script(dir.path(), "compiler", "kill -SEGV $$");
-    let plugins = plugins(dir.path(), Some(program));
     let wasm = unseen_component(echo_wasm(), 9_002);
-    let err = plugins
-        .load(&echo_manifest(), wasm, PluginSource::Bundled)
-        .await
-        .unwrap_err();
-
-    let LoadError::Compile(message) = &err else {
-        panic!("expected a compile error, got {err:?}");
-    };
+    let message = compile_error(dir.path(), CompilerProcess::new(program), wasm).await;
     assert!(
         message.starts_with("the compiler process failed: signal: 11"),
         "{message}"
     );
-    assert_eq!(artifacts(dir.path()), 0, "nothing cached");
-    assert!(plugins.list(None).is_empty(), "nothing loaded");
 }
 
 #[tokio::test]
@@ -181,4 +191,64 @@ fn the_compiler_process_refuses_a_host_of_another_build() {
     let said = String::from_utf8_lossy(&finished.stderr);
     assert!(said.contains("the host runs 0000000000000000"), "{said}");
     assert!(!output.exists());
+}
+
+#[tokio::test]
+async fn a_compiler_past_its_cpu_time_is_stopped_and_fails_that_load() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // What a component made to keep the compiler busy forever would do.
+    let program = script(
+        dir.path(),
+        "compiler",
+        "cat > /dev/null\nwhile :; do :; done",
+    );
+    let compiler = CompilerProcess::new(program).with_limits(CompileLimits {
+        cpu_seconds: 1,
+        ..CompileLimits::default()
+    });
+    let message = compile_error(dir.path(), compiler, unseen_component(echo_wasm(), 9_004)).await;
+    assert!(
+        message.starts_with(
+            "the compiler process failed: the compiler process used its 1 s of CPU time"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_compiler_past_its_memory_is_stopped_and_fails_that_load() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The real compiler, with less memory than compiling the echo guest
+    // needs (measured: it fails below about 20 MiB and reports so down to
+    // about 6 MiB; below that it can hang, which the next test covers).
+    let compiler = CompilerProcess::new(binary()).with_limits(CompileLimits {
+        memory_bytes: 12 << 20,
+        ..CompileLimits::default()
+    });
+    let message = compile_error(dir.path(), compiler, unseen_component(echo_wasm(), 9_005)).await;
+    assert!(
+        message.starts_with(
+            "the compiler process failed: the compiler process ran out of its 12 MiB of memory"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_compiler_that_hangs_is_stopped_at_its_time_and_fails_that_load() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Waiting, not computing: no CPU limit would ever end it.
+    let program = script(dir.path(), "compiler", "cat > /dev/null\nexec sleep 600");
+    let compiler = CompilerProcess::new(program).with_limits(CompileLimits {
+        wall_seconds: 1,
+        ..CompileLimits::default()
+    });
+    let message = compile_error(dir.path(), compiler, unseen_component(echo_wasm(), 9_006)).await;
+    assert_eq!(
+        message,
+        "the compiler process failed: the compiler process took more than its 1 s and was stopped"
+    );
 }

@@ -15,10 +15,17 @@
 //! would write artifacts the host can load (the binary on disk may have
 //! been replaced by an upgrade since the host started); if not, or if the
 //! child cannot be started, the host compiles in its own process as before.
+//!
+//! The child runs under limits of its own ([`CompileLimits`]: memory it may
+//! write, CPU time), set by the kernel before it starts, so that a
+//! component made to blow up the compiler fails its own load and cannot
+//! starve the host of memory or CPU.
 
 use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 
@@ -36,10 +43,45 @@ const REFUSED: u8 = 1;
 /// the component's: it is another build, or it cannot write the artifact.
 const UNAVAILABLE: u8 = 3;
 
-/// How to start the compiler process: this binary's path.
+/// The most of a compiler process's stderr kept for its error.
+const SAID_BYTES: u64 = 64 * 1024;
+/// How often the host looks whether its compiler process has exited.
+const WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// How to start the compiler process: this binary's path, and its limits.
 #[derive(Debug, Clone)]
 pub struct CompilerProcess {
     program: PathBuf,
+    limits: CompileLimits,
+}
+
+/// What one compiler process may use, enforced by the kernel
+/// (`RLIMIT_DATA`, `RLIMIT_CPU`). The defaults are far above what real
+/// plugins need (README, "Compiling and memory") and far below what would
+/// hurt the host.
+///
+/// The host also gives up on a child past its wall-clock time and kills it:
+/// a child out of memory can hang instead of exiting (Rust's allocation
+/// failure report takes a lock that a panic in flight may hold), and a
+/// hung child uses no CPU time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// Memory the process may write (heap and private mappings), in bytes.
+    pub memory_bytes: u64,
+    /// CPU time, all its threads together, in seconds.
+    pub cpu_seconds: u64,
+    /// Time from its start to its exit, in seconds.
+    pub wall_seconds: u64,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 2 << 30,
+            cpu_seconds: 300,
+            wall_seconds: 600,
+        }
+    }
 }
 
 /// Why the compiler process did not store an artifact.
@@ -55,9 +97,18 @@ pub(super) enum CompileFailure {
 }
 
 impl CompilerProcess {
-    /// Compiler processes run `program compile-plugin …`.
+    /// Compiler processes run `program compile-plugin …`, within the
+    /// default limits.
     pub fn new(program: PathBuf) -> Self {
-        Self { program }
+        Self {
+            program,
+            limits: CompileLimits::default(),
+        }
+    }
+
+    /// The same, within `limits`.
+    pub fn with_limits(self, limits: CompileLimits) -> Self {
+        Self { limits, ..self }
     }
 
     /// Compiles `wasm` into the artifact `output`, for an engine whose
@@ -68,7 +119,8 @@ impl CompilerProcess {
         output: &Path,
         key: &str,
     ) -> Result<(), CompileFailure> {
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .arg(SUBCOMMAND)
             .arg("--output")
             .arg(output)
@@ -76,31 +128,110 @@ impl CompilerProcess {
             .arg(key)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| {
-                CompileFailure::Unavailable(format!(
-                    "cannot start {}: {err}",
-                    self.program.display()
-                ))
-            })?;
+            .stderr(Stdio::piped());
+        let limits = self.limits;
+        // SAFETY: runs in the forked child before exec; it only calls
+        // `setrlimit`, which is async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || limits.apply());
+        }
+        let mut child = command.spawn().map_err(|err| {
+            CompileFailure::Unavailable(format!("cannot start {}: {err}", self.program.display()))
+        })?;
+        // What the child says is read beside it, so that a full pipe never
+        // stops it; kept up to `SAID_BYTES`.
+        let stderr = child.stderr.take();
+        let said = std::thread::spawn(move || {
+            let mut said = Vec::new();
+            if let Some(stderr) = stderr {
+                let _ = stderr.take(SAID_BYTES).read_to_end(&mut said);
+            }
+            String::from_utf8_lossy(&said).trim().to_owned()
+        });
         // A child that stops reading early (another build) closes the pipe;
         // its exit code says why, so a failed write is not the error.
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(wasm);
         }
-        let finished = child.wait_with_output().map_err(|err| {
-            CompileFailure::Crashed(format!("cannot wait for the compiler process: {err}"))
-        })?;
-        let said = String::from_utf8_lossy(&finished.stderr).trim().to_owned();
-        match finished.status.code().map(|code| code as u8) {
+        let status = self.wait(&mut child);
+        // The child is gone (waited for), so its end of the pipe is closed.
+        let said = said.join().unwrap_or_default();
+        let status = status?;
+        match status.code().map(|code| code as u8) {
             Some(COMPILED) => Ok(()),
             Some(REFUSED) => Err(CompileFailure::Refused(said)),
             Some(UNAVAILABLE) => Err(CompileFailure::Unavailable(said)),
-            _ => Err(CompileFailure::Crashed(format!(
-                "{}: {said}",
-                finished.status
-            ))),
+            _ => Err(CompileFailure::Crashed(self.limits.overrun(status, &said))),
+        }
+    }
+
+    /// Waits for `child` to exit, at most its wall-clock time; past it the
+    /// child is killed.
+    fn wait(&self, child: &mut Child) -> Result<ExitStatus, CompileFailure> {
+        let deadline = Instant::now() + Duration::from_secs(self.limits.wall_seconds);
+        loop {
+            let exited = child.try_wait().map_err(|err| {
+                CompileFailure::Crashed(format!("cannot wait for the compiler process: {err}"))
+            })?;
+            if let Some(status) = exited {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CompileFailure::Crashed(format!(
+                    "the compiler process took more than its {} s and was stopped",
+                    self.limits.wall_seconds
+                )));
+            }
+            // A compile takes tenths of a second to minutes: checking every
+            // 20 ms costs nothing and ends a wait soon after the exit.
+            std::thread::sleep(WAIT_STEP);
+        }
+    }
+}
+
+impl CompileLimits {
+    /// Sets these limits on the calling process.
+    fn apply(self) -> std::io::Result<()> {
+        let set = |resource, soft: u64, hard: u64| {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: `setrlimit` only reads the struct passed by reference.
+            if unsafe { libc::setrlimit(resource, &limit) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        set(libc::RLIMIT_DATA, self.memory_bytes, self.memory_bytes)?;
+        // SIGXCPU at the limit; SIGKILL a second later if that is ignored.
+        set(
+            libc::RLIMIT_CPU,
+            self.cpu_seconds,
+            self.cpu_seconds.saturating_add(1),
+        )
+    }
+
+    /// What a compiler process that ended with `status`, having said
+    /// `said`, ran into: one of these limits, or a crash of its own.
+    fn overrun(&self, status: ExitStatus, said: &str) -> String {
+        // The soft CPU limit's SIGXCPU ends the child (it does not catch
+        // it); a SIGKILL may be anyone's, so it is reported as it is.
+        if status.signal() == Some(libc::SIGXCPU) {
+            format!(
+                "the compiler process used its {} s of CPU time ({status})",
+                self.cpu_seconds
+            )
+        } else if said.contains("memory allocation of") {
+            format!(
+                "the compiler process ran out of its {} MiB of memory ({status})",
+                self.memory_bytes >> 20
+            )
+        } else {
+            format!("{status}: {said}")
         }
     }
 }

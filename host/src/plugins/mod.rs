@@ -122,14 +122,13 @@ impl Plugins {
         self
     }
 
-    /// Compiles what the artifact cache lacks in a separate process run
-    /// from `program` (the `autoagent` binary; see [`compiler`]). Call it
+    /// Compiles what the artifact cache lacks in separate processes as
+    /// `compiler` says (the `autoagent` binary and its limits; see
+    /// [`compiler`]). Call it
     /// after [`Plugins::with_artifact_cache`]; without a cache it changes
     /// nothing.
-    pub fn with_compiler_process(mut self, program: PathBuf) -> Self {
-        self.artifacts = self
-            .artifacts
-            .with_compiler(compiler::CompilerProcess::new(program));
+    pub fn with_compiler_process(mut self, compiler: compiler::CompilerProcess) -> Self {
+        self.artifacts = self.artifacts.with_compiler(compiler);
         self
     }
 
