@@ -252,3 +252,53 @@ async fn a_compiler_that_hangs_is_stopped_at_its_time_and_fails_that_load() {
         "the compiler process failed: the compiler process took more than its 1 s and was stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_compilers_run_at_once_than_the_host_allows() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Each compiler notes how many are running as it starts, lingers, then
+    // compiles for real.
+    let running = dir.path().join("running");
+    std::fs::create_dir_all(&running).unwrap();
+    let seen = dir.path().join("seen");
+    let program = script(
+        dir.path(),
+        "compiler",
+        &format!(
+            "mkdir '{running}/'$$\nls '{running}' | wc -l >> '{seen}'\nsleep 0.3\nrmdir '{running}/'$$\nexec '{binary}' \"$@\"",
+            running = running.display(),
+            seen = seen.display(),
+            binary = binary().display()
+        ),
+    );
+    std::fs::create_dir_all(dir.path().join("host")).unwrap();
+    let store = Store::new(Arc::new(
+        RedbBackend::open(&dir.path().join("host/db.redb")).unwrap(),
+    ));
+    let config = RuntimeConfig {
+        compiles_at_once: 1,
+        ..RuntimeConfig::with_instances(8)
+    };
+    let plugins = Plugins::new(&config, &store)
+        .unwrap()
+        .with_artifact_cache(dir.path().join("host/cache"))
+        .with_compiler_process(CompilerProcess::new(program));
+    // Three plugins (three names: loads of one plugin take turns anyway),
+    // all at once.
+    let load = |n: usize| {
+        let manifest =
+            echo_manifest().replacen("name = \"echo\"", &format!("name = \"echo{n}\""), 1);
+        let wasm = unseen_component(echo_wasm(), 9_100 + n);
+        let plugins = &plugins;
+        async move { plugins.load(&manifest, wasm, PluginSource::Bundled).await }
+    };
+    let (one, two, three) = tokio::join!(load(1), load(2), load(3));
+    for loaded in [one, two, three] {
+        loaded.unwrap();
+    }
+
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let counts: Vec<&str> = seen.lines().map(str::trim).collect();
+    assert_eq!(counts, ["1", "1", "1"], "compilers running at each start");
+}

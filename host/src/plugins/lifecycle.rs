@@ -407,9 +407,18 @@ impl Plugins {
         // executor so requests keep flowing.
         let engine = self.runtime.engine().clone();
         let artifacts = self.artifacts.clone();
+        // A turn among the compiles, kept by the compile itself: a load
+        // that is given up on does not free it while its compile runs.
+        let turn = self
+            .compiles
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LoadError::Compile("the host is shutting down".into()))?;
         let (files, sha, compiled) = tokio::task::spawn_blocking(move || {
             let wasm = bundled.or(files.wasm.as_deref()).unwrap_or_default();
             let compiled = artifacts.component(&engine, wasm, &wasm_sha256);
+            drop(turn);
             (files, wasm_sha256, compiled)
         })
         .await

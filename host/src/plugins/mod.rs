@@ -87,6 +87,9 @@ pub struct Plugins {
     generation: tokio::sync::watch::Sender<u64>,
     /// The number of the next call, for its `call_id`.
     next_call: AtomicU64,
+    /// One permit per compile that may run at once
+    /// ([`RuntimeConfig::compiles_at_once`]).
+    compiles: Arc<tokio::sync::Semaphore>,
 }
 
 impl Plugins {
@@ -105,6 +108,7 @@ impl Plugins {
             turns: lifecycle::Turns::default(),
             generation: tokio::sync::watch::Sender::new(0),
             next_call: AtomicU64::new(1),
+            compiles: Arc::new(tokio::sync::Semaphore::new(config.compiles_at_once.max(1))),
         })
     }
 

@@ -134,6 +134,11 @@ pub struct RuntimeConfig {
     /// with memset) rather than returned to the kernel and faulted in
     /// again; see [`DEFAULT_KEEP_RESIDENT`].
     pub keep_resident: usize,
+    /// Components compiled (or read from the artifact cache) at the same
+    /// moment; more loads wait their turn. One per core: compiling is
+    /// CPU-bound, and each compile may hold up to its compiler process's
+    /// memory limit.
+    pub compiles_at_once: usize,
 }
 
 /// What stays resident of a call's linear memory when its instance is
@@ -152,6 +157,7 @@ impl Default for RuntimeConfig {
             guest_memory_bytes: default_guest_memory_bytes(),
             guest_threads: (2 * cores).max(4),
             keep_resident: DEFAULT_KEEP_RESIDENT,
+            compiles_at_once: cores,
         }
     }
 }
