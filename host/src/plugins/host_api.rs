@@ -58,14 +58,14 @@ impl CallIdText {
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        // Only `write!` of ASCII text ever fills the bytes.
+        // Only `CallId::text` fills the bytes, with ASCII.
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
 }
 
 impl std::fmt::Display for CallId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "call_{}", self.0)
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -327,12 +327,15 @@ mod tests {
 
     #[test]
     fn call_id_text_is_what_the_logs_show() {
-        for n in [0, 7, 10, 1_733_000_000_000, u64::MAX] {
-            assert_eq!(CallId(n).text().as_str(), CallId(n).to_string());
+        for (n, text) in [
+            (0, "call_0"),
+            (7, "call_7"),
+            (10, "call_10"),
+            (1_733_000_000_000, "call_1733000000000"),
+            (u64::MAX, "call_18446744073709551615"),
+        ] {
+            assert_eq!(CallId(n).text().as_str(), text);
+            assert_eq!(CallId(n).to_string(), text);
         }
-        assert_eq!(
-            CallId(u64::MAX).text().as_str(),
-            "call_18446744073709551615"
-        );
     }
 }

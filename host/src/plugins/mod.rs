@@ -128,9 +128,8 @@ impl Plugins {
 
     /// Compiles what the artifact cache lacks in separate processes as
     /// `compiler` says (the `autoagent` binary and its limits; see
-    /// [`compiler`]). Call it
-    /// after [`Plugins::with_artifact_cache`]; without a cache it changes
-    /// nothing.
+    /// [`compiler`]). Call it after [`Plugins::with_artifact_cache`];
+    /// without a cache it changes nothing.
     pub fn with_compiler_process(mut self, compiler: compiler::CompilerProcess) -> Self {
         self.artifacts = self.artifacts.with_compiler(compiler);
         self

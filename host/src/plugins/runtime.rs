@@ -618,16 +618,17 @@ impl Runtime {
         host: HostContext,
     ) -> Result<Vec<(String, String)>, CallError> {
         let linked = Self::linked(prepared, PluginKind::Capability)?;
+        let describe = linked
+            .describe
+            .ok_or(CallError::WrongKind(PluginKind::Capability))?;
         let infos = self
             .call(limits, host, move |store, _ctx| {
                 Box::pin(async move {
                     let instance = linked.pre.instantiate_async(&mut *store).await?;
-                    let describe = linked
-                        .describe
-                        .as_ref()
-                        .expect("capabilities have describe");
-                    let describe = instance
-                        .get_typed_func::<(), (Vec<wit::CapabilityInfo>,)>(&mut *store, describe)?;
+                    let describe = instance.get_typed_func::<(), (Vec<wit::CapabilityInfo>,)>(
+                        &mut *store,
+                        &describe,
+                    )?;
                     Ok(describe.call_async(&mut *store, ()).await?.0)
                 })
             })
