@@ -458,6 +458,51 @@ async fn a_notice_queued_before_kill_9_is_delivered_after_restart_once_per_recei
     assert_eq!(smtp.messages().len(), 1, "one mail");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_under_way_reads_sending_and_a_kill_9_during_it_records_it_interrupted() {
+    let (_receivers, origin) = Receivers::start().await;
+    // An SMTP port that takes the connection and never says a word: the
+    // first attempt stays under way for the channel's 3 s time limit.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp_port = silent.local_addr().unwrap().port();
+    let (_dir, path) = write_config(&config(
+        smtp_port,
+        &origin,
+        &format!("{origin}/sms"),
+        "backoff-ms = 300",
+    ));
+    let mut host = start_host(&path);
+    let queued = queue_test(&host, json!({"group": "Admin", "channels": ["email"]})).await;
+    let alert_id = queued["alertId"].as_str().unwrap().to_owned();
+    let under_way = eventually(5, "the first attempt under way", || async {
+        let items = deliveries(&host, &alert_id).await;
+        items.into_iter().find(|d| d["attemptsMade"] == 1)
+    })
+    .await;
+    assert_eq!(under_way["status"], "sending", "{under_way}");
+    assert_eq!(under_way["attempts"][0]["status"], "sending", "{under_way}");
+
+    host.kill9();
+    drop(silent);
+    let smtp = Smtp::start(smtp_port);
+    host.restart();
+    let items = settled(&host, &alert_id, 20).await;
+    let email = of_channel(&items, "email");
+    assert_eq!(email["status"], "sent", "{email}");
+    assert_eq!(email["attemptsMade"], 2, "{email}");
+    let attempts = email["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["status"], "interrupted", "{email}");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the host stopped"),
+        "{email}"
+    );
+    assert_eq!(attempts[1]["status"], "sent", "{email}");
+    assert_eq!(smtp.messages().len(), 1, "one mail");
+}
+
 /// Runs `autoagent serve` with an alerts file and returns its exit code
 /// and standard error.
 fn refused(config_text: &str) -> (Option<i32>, String) {

@@ -414,8 +414,23 @@ async fn an_acknowledgement_stops_escalation_and_when_it_runs_out_everyone_is_to
     wait_for_posts(receivers, "/slack/ops", 1, 10).await;
 
     // The dead channel: every email delivery failed attempts, recorded,
-    // while Slack, SMS and PagerDuty delivered.
-    let detail = alert(&setup, &alert_id).await;
+    // while Slack, SMS and PagerDuty delivered. The escalation's email may
+    // still be on its first attempt (`sending`): wait for it to end.
+    let detail = eventually(10, "every email's first attempt ended", || async {
+        let detail = alert(&setup, &alert_id).await;
+        let ended = detail["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["channel"] == "email")
+            .all(|d| {
+                d["attempts"]
+                    .get(0)
+                    .is_some_and(|first| first["status"] != "sending")
+            });
+        ended.then_some(detail)
+    })
+    .await;
     let deliveries = detail["deliveries"].as_array().unwrap();
     let email: Vec<&Value> = deliveries
         .iter()

@@ -207,6 +207,8 @@ impl DeliveryStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptStatus {
+    /// Under way: the send has started and not ended yet.
+    Sending,
     /// The receiver took it.
     Sent,
     /// It failed (`error`).

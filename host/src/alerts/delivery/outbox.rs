@@ -586,7 +586,9 @@ impl Outbox {
                 new.attempts.push(DeliveryAttempt {
                     attempt: new.attempts_made,
                     at: started_at,
-                    status: AttemptStatus::Interrupted,
+                    // Shown as under way; a restart that finds it still
+                    // so records it `interrupted`.
+                    status: AttemptStatus::Sending,
                     error: None,
                     http_status: None,
                     latency_ms: 0,
