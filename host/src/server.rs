@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -30,7 +29,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::App;
 
-pub use layers::with_limits;
+pub use layers::{Guarded, with_limits};
 
 /// How long the host waits for clients and for its own handlers, and how
 /// many connections it serves at once. The `serve` command's flags set
@@ -159,7 +158,7 @@ async fn wait_after_accept_error(err: &io::Error) {
 /// Everything one connection's task needs.
 struct Connection {
     http: http1::Builder,
-    service: TowerToHyperService<Router>,
+    service: TowerToHyperService<Guarded>,
     watcher: Watcher,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,

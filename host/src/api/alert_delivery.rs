@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use super::Routes;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ok};
@@ -20,8 +20,8 @@ use crate::alerts::delivery::{
 };
 use crate::auth::{Access, Identity};
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new()
+pub(super) fn routes() -> Routes {
+    Routes::new()
         .routes(routes!(get_channels))
         .routes(routes!(test_channels))
         .routes(routes!(list_deliveries))

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use super::Routes;
 use axum::extract::State;
 use axum::response::Response;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use axum::http::StatusCode;
@@ -24,8 +24,8 @@ use crate::alerts::{
 use crate::auth::Access;
 use crate::names::Name;
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new().routes(routes!(get_rules, put_rules))
+pub(super) fn routes() -> Routes {
+    Routes::new().routes(routes!(get_rules, put_rules))
 }
 
 impl From<RulesError> for ApiError {
@@ -74,8 +74,8 @@ async fn put_rules(
 }
 
 /// Routes of `/alerts` and `/silences`.
-pub(super) fn alert_routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new()
+pub(super) fn alert_routes() -> Routes {
+    Routes::new()
         .routes(routes!(list_alerts))
         .routes(routes!(get_alert))
         .routes(routes!(acknowledge_alert))

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use axum::body::Body;
 use axum::extract::Request;
+use axum::http;
 use axum::response::Response;
 use tower::{Layer, Service};
 
@@ -26,7 +28,8 @@ pub trait Around: Clone + Send + Sync + 'static {
         S::Future: Send;
 }
 
-/// The layer that puts an [`Around`] on every route.
+/// The layer that puts an [`Around`] on every route (through
+/// `Router::layer`), or around a whole router.
 #[derive(Debug, Clone)]
 pub struct AroundLayer<A>(pub A);
 
@@ -48,11 +51,15 @@ pub struct AroundService<A, S> {
     inner: S,
 }
 
-impl<A, S> Service<Request> for AroundService<A, S>
+/// Any request body: hyper's, as the outermost service, or axum's own
+/// [`Body`] inside the router (which `Body::new` passes through as it is).
+impl<A, S, B> Service<http::Request<B>> for AroundService<A, S>
 where
     A: Around,
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -62,7 +69,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let request = request.map(Body::new);
         // The service that was polled ready serves this request; its clone
         // waits for the next.
         let ready = self.inner.clone();

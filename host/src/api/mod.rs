@@ -30,8 +30,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Request};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::App;
 use around::{Around, AroundLayer};
@@ -62,26 +63,34 @@ struct ApiDoc;
 
 /// The whole API as one router, ready to serve.
 pub fn router(app: Arc<App>) -> Router {
-    let (routes, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(workers::routes())
-        .merge(plugins::routes())
-        .merge(system::routes())
-        .merge(tasks::routes())
-        .merge(workflows::routes())
-        .merge(plans::routes())
-        .merge(recovery::routes())
-        .merge(tokens::routes())
-        .merge(alert_delivery::routes())
-        .merge(alerts::routes())
-        .merge(alerts::alert_routes())
+    let parts = [
+        workers::routes(),
+        plugins::routes(),
+        system::routes(),
+        tasks::routes(),
+        workflows::routes(),
+        plans::routes(),
+        recovery::routes(),
+        tokens::routes(),
+        alert_delivery::routes(),
+        alerts::routes(),
+        alerts::alert_routes(),
+    ];
+    let (routes, doc) = parts
+        .into_iter()
+        .fold(
+            OpenApiRouter::with_openapi(ApiDoc::openapi()),
+            |all, part| all.merge(part.0),
+        )
         .split_for_parts();
     // Rendered once: the document is the same for every request.
     let doc = axum::body::Bytes::from(
-        serde_json::to_vec(&openapi::document(doc)).expect("the OpenAPI document is JSON"),
+        serde_json::to_vec(&openapi::document(doc, BASE_PATH))
+            .expect("the OpenAPI document is JSON"),
     );
-    let routes = routes
+    routes
         .route(
-            "/openapi.json",
+            &format!("{BASE_PATH}/openapi.json"),
             axum::routing::get(move || {
                 let doc = doc.clone();
                 async move {
@@ -92,16 +101,42 @@ pub fn router(app: Arc<App>) -> Router {
                 }
             }),
         )
-        .method_not_allowed_fallback(method_not_allowed);
-    Router::new()
-        .nest(BASE_PATH, routes)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(unknown_route)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(AroundLayer(FrontDoor {
             app: app.clone(),
             limits: Arc::new(tokens::RateLimits::new(app.token_rate_per_sec)),
         }))
         .with_state(app)
+}
+
+/// One module's routes, each registered at its full path under
+/// [`BASE_PATH`].
+///
+/// Not `Router::nest`: nesting wraps every route in two more layers (one
+/// strips the prefix, one notes the nested path), each a boxed service
+/// cloned per request, and rebuilds every request's URI. The OpenAPI
+/// document still lists the paths relative to its server URL, the base
+/// ([`openapi::document`] takes the base off).
+pub(crate) struct Routes(OpenApiRouter<Arc<App>>);
+
+impl Routes {
+    /// No routes yet.
+    pub(crate) fn new() -> Self {
+        Self(OpenApiRouter::new())
+    }
+
+    /// Adds the handlers `routes!` gathered, at their paths under the base.
+    pub(crate) fn routes(
+        self,
+        (schemas, mut paths, handlers): UtoipaMethodRouter<Arc<App>>,
+    ) -> Self {
+        paths.paths = std::mem::take(&mut paths.paths)
+            .into_iter()
+            .map(|(path, item)| (format!("{BASE_PATH}{path}"), item))
+            .collect();
+        Self(self.0.routes((schemas, paths, handlers)))
+    }
 }
 
 async fn unknown_route(request: Request) -> ApiError {
@@ -120,9 +155,10 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
     )
 }
 
-/// Every request passes here once: who calls ([`tokens::identify`], its
-/// refusals included) and, once answered, the count by method, route and
-/// status. One layer rather than two: it runs on every request.
+/// Every request passes here once: the body limit, who calls
+/// ([`tokens::identify`], its refusals included) and, once answered, the
+/// count by method, route and status. One layer rather than three: it runs
+/// on every request.
 #[derive(Clone)]
 struct FrontDoor {
     app: Arc<App>,
@@ -143,7 +179,7 @@ async fn front_door<S>(
     app: &App,
     limits: &tokens::RateLimits,
     request: Request,
-    mut inner: S,
+    inner: S,
 ) -> Response
 where
     S: tower::Service<Request, Response = Response, Error = Infallible>,
@@ -154,6 +190,10 @@ where
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .cloned();
+    // The body limit of every route (an upload's own, set on its route,
+    // is inside this one and wins), applied here rather than as a layer of
+    // its own: each layer on the router is one more boxed service a request.
+    let mut inner = DefaultBodyLimit::max(MAX_BODY_BYTES).layer(inner);
     let next = |request| async move {
         match inner.call(request).await {
             Ok(response) => response,

@@ -49,10 +49,19 @@ const WITH_PATH: [(&str, &str); 2] = [
     ),
 ];
 
-/// The document served at `/openapi.json`, built from utoipa's.
-pub fn document(generated: utoipa::openapi::OpenApi) -> Value {
+/// The document served at `/openapi.json`, built from utoipa's, whose
+/// paths are registered under `base` (the document's server URL): the
+/// document lists them relative to it.
+pub fn document(generated: utoipa::openapi::OpenApi, base: &str) -> Value {
     let mut doc = serde_json::to_value(generated).expect("the OpenAPI document is JSON");
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        *paths = std::mem::take(paths)
+            .into_iter()
+            .map(|(path, item)| match path.strip_prefix(base) {
+                Some(relative) => (relative.to_owned(), item),
+                None => (path, item),
+            })
+            .collect();
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else {
                 continue;

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::Routes;
 use axum::extract::State;
 use axum::response::Response;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
@@ -29,8 +29,8 @@ enum RunAnswer {
     DryRun(DryRun),
 }
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new()
+pub(super) fn routes() -> Routes {
+    Routes::new()
         .routes(routes!(list_templates, define_template))
         .routes(routes!(get_template))
         .routes(routes!(create_plan, list_plans))

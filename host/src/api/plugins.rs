@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
+use super::Routes;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
@@ -21,9 +21,9 @@ use crate::plugins::{Caller, HealthReport, Incident, PluginInfo, RecoveryReport}
 /// Largest upload accepted (manifest and component together), in bytes.
 pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
+pub(super) fn routes() -> Routes {
     let (schemas, paths, upload) = routes!(upload_plugin);
-    OpenApiRouter::new()
+    Routes::new()
         .routes(routes!(list_plugins))
         .routes(routes!(list_team_plugins))
         .routes(routes!(get_team_plugin, delete_plugin))

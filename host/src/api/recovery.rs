@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use super::Routes;
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
@@ -20,8 +20,8 @@ use crate::recovery::{
     NewHealthCheck, RecoveryError,
 };
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new()
+pub(super) fn routes() -> Routes {
+    Routes::new()
         .routes(routes!(create_check, list_checks))
         .routes(routes!(get_check, replace_check, delete_check))
         .routes(routes!(run_check))

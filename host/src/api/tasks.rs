@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use super::Routes;
 use axum::extract::State;
 use axum::response::Response;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
@@ -15,8 +15,8 @@ use crate::auth::Access;
 use crate::names::Name;
 use crate::tasks::{NewTask, Task, TaskError, TaskPage, TaskQuery};
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new()
+pub(super) fn routes() -> Routes {
+    Routes::new()
         .routes(routes!(submit_task, list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(cancel_task))

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use std::num::NonZeroU32;
 
+use super::Routes;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
@@ -21,8 +21,8 @@ use crate::App;
 use crate::auth::{Access, Identity, Role, Token, TokenError};
 use crate::names::Name;
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new()
+pub(super) fn routes() -> Routes {
+    Routes::new()
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
 }

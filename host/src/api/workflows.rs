@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use super::Routes;
 use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, created, ok};
@@ -20,8 +20,8 @@ use crate::names::Name;
 use crate::tasks::{NewTask, Priority, Task, TaskStatus};
 use crate::workflows::{NewWorkflow, Workflow, WorkflowError};
 
-pub(super) fn routes() -> OpenApiRouter<Arc<App>> {
-    OpenApiRouter::new()
+pub(super) fn routes() -> Routes {
+    Routes::new()
         .routes(routes!(define_workflow, list_workflows))
         .routes(routes!(get_workflow))
         .routes(routes!(execute_workflow))

@@ -27,19 +27,28 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use tower::Service;
+use tower::{Layer, Service};
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use super::Limits;
 use crate::api::ApiError;
-use crate::api::around::{Around, AroundLayer};
+use crate::api::around::{Around, AroundLayer, AroundService};
 
-/// Wraps every route of `router` in [`Guard`] with `limits`' timeouts.
-pub fn with_limits(router: Router, limits: &Limits) -> Router {
-    router.layer(AroundLayer(Guard {
+/// The API router inside its [`Guard`].
+pub type Guarded = AroundService<Guard, Router>;
+
+/// `router` inside [`Guard`] with `limits`' timeouts: the service the
+/// server runs.
+///
+/// Around the whole router rather than on each of its routes
+/// (`Router::layer`): a layer on the routes wraps each route in one more
+/// boxed service, cloned on every request.
+pub fn with_limits(router: Router, limits: &Limits) -> Guarded {
+    AroundLayer(Guard {
         body_timeout: limits.body_timeout,
         request_timeout: limits.request_timeout,
-    }))
+    })
+    .layer(router)
 }
 
 /// Runs a request so that:
@@ -61,7 +70,7 @@ pub fn with_limits(router: Router, limits: &Limits) -> Router {
 ///   back in its pool and send its next request into a socket the host has
 ///   shut (the client sees a broken pipe).
 #[derive(Debug, Clone, Copy)]
-struct Guard {
+pub struct Guard {
     body_timeout: Duration,
     request_timeout: Duration,
 }
@@ -257,7 +266,7 @@ mod tests {
         }
     }
 
-    fn app() -> Router {
+    fn app() -> Guarded {
         let router = Router::new()
             .route("/panic", get(panics))
             .route(
