@@ -207,9 +207,10 @@ wrk.body = '{"type": "TODO", "priority": "high", "data": {"title": "load", "desc
     let (ours_p50, bare_p50) = (median(&ours, |l| l.p50_ms), median(&bare, |l| l.p50_ms));
     // Where the time goes, from `perf record -g` on the host (BENCHMARKS.md).
     let status_limit = "the kernel's TCP send path and wake-ups (over half of the host's \
-                        samples) and glibc malloc, as for the floor; ours adds two per-request \
-                        layers (the guard, the front door), each one boxed future, and axum's \
-                        nesting under the base path, which rebuilds every request's URI";
+                        samples) and glibc malloc, as for the floor; ours adds the guard around \
+                        the router and the front door on each route, one boxed future each; \
+                        the floor is served by `axum::serve` (HTTP/1 and HTTP/2 on each \
+                        connection), the host by hyper's HTTP/1 connection directly";
     // The ratio is the median of the rounds' own ratios (each pair run back
     // to back), which the machine's drift moves less than a ratio of the
     // two sides' medians taken apart.
