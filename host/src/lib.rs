@@ -67,9 +67,10 @@ pub struct AppConfig {
     /// (`--alerts-config FILE`); none: every alert delivery is recorded
     /// `skipped`.
     pub alerts: Option<DeliveryConfig>,
-    /// The `autoagent` binary, to compile plugins in processes of their own
-    /// (see [`plugins::compiler`]); none: they compile in the host's.
-    pub compiler: Option<PathBuf>,
+    /// How to compile plugins in processes of their own (the `autoagent`
+    /// binary and the limits it runs within; see [`plugins::compiler`]);
+    /// none: they compile in the host's.
+    pub compiler: Option<CompilerProcess>,
 }
 
 /// Requests a second an API token may send by default.
@@ -150,8 +151,8 @@ impl App {
             .map_err(|err| anyhow::anyhow!("cannot start the plugin runtime: {err}"))?
             .with_folders(plugin_root(&config.data_dir))
             .with_artifact_cache(config.data_dir.join(ARTIFACT_CACHE_DIR));
-        if let Some(program) = &config.compiler {
-            plugins = plugins.with_compiler_process(CompilerProcess::new(program.clone()));
+        if let Some(compiler) = &config.compiler {
+            plugins = plugins.with_compiler_process(compiler.clone());
         }
         plugins
             .load_bundled()

@@ -9,6 +9,7 @@ use autoagent::alerts::delivery::{ConfigError, DeliveryConfig};
 use autoagent::auth::{Role, Tokens};
 use autoagent::authoring::{self, AuthoringError, NewPlugin, Push};
 use autoagent::plugins::PluginKind;
+use autoagent::plugins::compiler::{CompileLimits, CompilerProcess};
 use autoagent::server::{Limits, TlsError};
 use autoagent::store::{RedbBackend, Store};
 use autoagent::{App, AppConfig, server};
@@ -125,6 +126,18 @@ struct ServeArgs {
     /// and alert deliveries are recorded as skipped.
     #[arg(long, value_name = "FILE")]
     alerts_config: Option<PathBuf>,
+    /// Memory a plugin's compiler process may write, in MiB; past it that
+    /// plugin's load fails (compiling a plugin usually needs tens of MiB).
+    #[arg(long, default_value_t = CompileLimits::DEFAULT.memory_bytes >> 20, value_parser = clap::value_parser!(u64).range(8..=1 << 20))]
+    compile_memory_mib: u64,
+    /// CPU time a plugin's compiler process may use, all its threads
+    /// together, in seconds.
+    #[arg(long, default_value_t = CompileLimits::DEFAULT.cpu_seconds, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    compile_cpu_secs: u64,
+    /// Time a plugin's compiler process may take from its start to its
+    /// exit, in seconds; past it the host stops it.
+    #[arg(long, default_value_t = CompileLimits::DEFAULT.wall_seconds, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    compile_timeout_secs: u64,
 }
 
 impl ServeArgs {
@@ -407,7 +420,13 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     }
     config.anonymous_is_admin = listen.ip().is_loopback();
     // Plugins compile in a child process run from this same binary.
-    config.compiler = std::env::current_exe().ok();
+    config.compiler = std::env::current_exe().ok().map(|program| {
+        CompilerProcess::new(program).with_limits(CompileLimits {
+            memory_bytes: args.compile_memory_mib << 20,
+            cpu_seconds: args.compile_cpu_secs,
+            wall_seconds: args.compile_timeout_secs,
+        })
+    });
     config.token_rate_per_sec = args.token_rate_limit;
     config.retention = std::time::Duration::from_secs(u64::from(args.retention_days) * 86_400);
     config.max_concurrent_recoveries = args.max_concurrent_recoveries as usize;

@@ -302,3 +302,27 @@ async fn no_more_compilers_run_at_once_than_the_host_allows() {
     let counts: Vec<&str> = seen.lines().map(str::trim).collect();
     assert_eq!(counts, ["1", "1", "1"], "compilers running at each start");
 }
+
+#[test]
+fn the_serve_command_runs_its_compilers_within_the_limits_its_flags_give() {
+    let _turn = ONE_AT_A_TIME.blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // A fresh data folder: the bundled plugins compile as the host starts,
+    // each in a compiler process, here given 12 MiB where compiling one
+    // needs about 20. A bundled plugin that does not load stops the start.
+    let output = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--compile-memory-mib", "12", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the compiler process ran out of its 12 MiB of memory"),
+        "{stderr}"
+    );
+}

@@ -74,13 +74,19 @@ pub struct CompileLimits {
     pub wall_seconds: u64,
 }
 
+impl CompileLimits {
+    /// The defaults: 2 GiB, 300 s of CPU time, 600 s in all. The `serve`
+    /// command's `--compile-*` flags change them.
+    pub const DEFAULT: Self = Self {
+        memory_bytes: 2 << 30,
+        cpu_seconds: 300,
+        wall_seconds: 600,
+    };
+}
+
 impl Default for CompileLimits {
     fn default() -> Self {
-        Self {
-            memory_bytes: 2 << 30,
-            cpu_seconds: 300,
-            wall_seconds: 600,
-        }
+        Self::DEFAULT
     }
 }
 
