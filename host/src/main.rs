@@ -408,6 +408,18 @@ struct NeedsTokens(SocketAddr);
 )]
 struct NeedsTls(SocketAddr);
 
+/// The program to run this very build again: on Linux `/proc/self/exe`,
+/// which names the running image even once an upgrade in place has put
+/// another binary at its path (so a compiler process is never another
+/// build); elsewhere the path it was started from.
+fn own_image() -> Option<PathBuf> {
+    let image = PathBuf::from("/proc/self/exe");
+    if image.exists() {
+        return Some(image);
+    }
+    std::env::current_exe().ok()
+}
+
 async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -420,7 +432,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     }
     config.anonymous_is_admin = listen.ip().is_loopback();
     // Plugins compile in a child process run from this same binary.
-    config.compiler = std::env::current_exe().ok().map(|program| {
+    config.compiler = own_image().map(|program| {
         CompilerProcess::new(program).with_limits(CompileLimits {
             memory_bytes: args.compile_memory_mib << 20,
             cpu_seconds: args.compile_cpu_secs,

@@ -52,6 +52,9 @@ pub fn binary() -> PathBuf {
 /// A running host, killed when dropped.
 pub struct Host {
     child: Option<Child>,
+    /// The binary it runs ([`binary`] unless started with
+    /// [`Host::start_program`]), kept for [`Host::restart`].
+    program: PathBuf,
     /// `http://127.0.0.1:PORT`, or `https://` for a host started with
     /// `--tls-cert`.
     pub origin: String,
@@ -116,6 +119,18 @@ impl Host {
         host
     }
 
+    /// Starts `program` (a copy of the binary, say) as a host on the given
+    /// folders with `args` added to `serve`.
+    pub fn start_program(
+        program: &Path,
+        data_dir: PathBuf,
+        log_dir: PathBuf,
+        args: &[&str],
+    ) -> Self {
+        let args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        Self::spawn_program(program.to_owned(), data_dir, log_dir, args, Vec::new())
+    }
+
     fn spawn(data_dir: PathBuf, log_dir: PathBuf, extra_args: Vec<String>) -> Self {
         Self::spawn_with_env(data_dir, log_dir, extra_args, Vec::new())
     }
@@ -126,7 +141,17 @@ impl Host {
         extra_args: Vec<String>,
         extra_env: Vec<(String, String)>,
     ) -> Self {
-        let mut child = Command::new(binary())
+        Self::spawn_program(binary(), data_dir, log_dir, extra_args, extra_env)
+    }
+
+    fn spawn_program(
+        program: PathBuf,
+        data_dir: PathBuf,
+        log_dir: PathBuf,
+        extra_args: Vec<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
+        let mut child = Command::new(&program)
             .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
@@ -169,6 +194,7 @@ impl Host {
         };
         Self {
             child: Some(child),
+            program,
             origin: format!("{scheme}://{address}"),
             address,
             extra_args,
@@ -257,7 +283,8 @@ impl Host {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the host first");
         let scratch = self._scratch.take();
-        let mut fresh = Self::spawn_with_env(
+        let mut fresh = Self::spawn_program(
+            self.program.clone(),
             self.data_dir.clone(),
             self.log_dir.clone(),
             self.extra_args.clone(),

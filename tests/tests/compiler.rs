@@ -4,6 +4,7 @@
 //! message; a compiler that crashes fails that one load; one of another
 //! build is passed over and the host compiles in its own process.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use autoagent::names::Name;
 use autoagent::plugins::compiler::{CompileLimits, CompilerProcess};
 use autoagent::plugins::{Caller, LoadError, PluginSource, Plugins, RuntimeConfig};
 use autoagent::store::{RedbBackend, Store};
-use autoagent_tests::{binary, echo_wasm, guests, json, unseen_component};
+use autoagent_tests::{
+    Client, Host, binary, echo_wasm, guests, json, probe_manifest, unseen_component,
+};
 use serde_json::Value;
 
 /// Held by each test for its whole run: a script written while another
@@ -324,5 +327,45 @@ fn the_serve_command_runs_its_compilers_within_the_limits_its_flags_give() {
     assert!(
         stderr.contains("the compiler process ran out of its 12 MiB of memory"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upgrade_in_place_the_running_build_still_compiles_within_its_limits() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("bin/autoagent");
+    std::fs::create_dir_all(program.parent().unwrap()).unwrap();
+    std::fs::copy(binary(), &program).unwrap();
+    let (data, logs) = (dir.path().join("data"), dir.path().join("logs"));
+    // The first start compiles the bundled plugins into the cache; the
+    // second gives its compilers too little memory for any compile, so only
+    // what is cached loads.
+    Host::start_program(&program, data.clone(), logs.clone(), &[]).stop();
+    let host = Host::start_program(&program, data, logs, &["--compile-memory-mib", "12"]);
+
+    // The upgrade: another file renamed over the binary, here one that
+    // answers as another build would (exit 3, "unavailable").
+    let next = dir.path().join("bin/autoagent.next");
+    std::fs::write(&next, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, &program).unwrap();
+
+    // A component not seen before: compiled by the running build in a
+    // child within its 12 MiB, which is too little. Had the host run the
+    // file now at its path, it would have compiled it in its own process,
+    // without limits, and loaded it.
+    let reply = Client::new()
+        .put_plugin(
+            &host.url("/teams/ops/plugins/probe"),
+            &probe_manifest("1.0.0"),
+            unseen_component(echo_wasm(), 9_010),
+        )
+        .await;
+    assert_eq!(reply.expect_error(422), "invalid_component");
+    let message = reply.json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the compiler process ran out of its 12 MiB of memory"),
+        "{message}"
     );
 }

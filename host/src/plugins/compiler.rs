@@ -12,9 +12,10 @@
 //! The child reads the component on stdin, compiles it with an engine of
 //! the same code settings (see [`compiler_engine`]) and writes the artifact
 //! through the cache's own synced rename. It first checks that its engine
-//! would write artifacts the host can load (the binary on disk may have
-//! been replaced by an upgrade since the host started); if not, or if the
-//! child cannot be started, the host compiles in its own process as before.
+//! would write artifacts the host can load (the program it was started
+//! from may be another build: `serve` runs `/proc/self/exe`, the running
+//! image, but a library user may name any binary); if not, or if the child
+//! cannot be started, the host compiles in its own process as before.
 //!
 //! The child runs under limits of its own ([`CompileLimits`]: memory it may
 //! write, CPU time), set by the kernel before it starts, so that a
