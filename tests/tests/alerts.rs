@@ -271,7 +271,20 @@ async fn a_critical_incident_pages_every_channel_escalates_unacknowledged_and_re
         waited >= Duration::from_millis(CRITICAL_ESCALATION_MS - 100),
         "escalated after {waited:?}"
     );
-    let detail = alert(&setup, &alert_id).await;
+    // The receiver has the post; the outbox records it sent once the
+    // receiver's answer is back.
+    let escalation = format!("{alert_id}/escalation/1");
+    let detail = eventually(10, "the escalation's Slack delivery recorded", || async {
+        let detail = alert(&setup, &alert_id).await;
+        let recorded = detail["deliveries"].as_array().unwrap().iter().any(|d| {
+            d["notice"]["key"] == escalation.as_str()
+                && d["channel"] == "slack"
+                && d["status"] != "pending"
+                && d["status"] != "sending"
+        });
+        recorded.then_some(detail)
+    })
+    .await;
     assert_eq!(detail["alert"]["step"], 1, "{detail}");
     let keys: Vec<&str> = detail["alert"]["notices"]
         .as_array()
@@ -290,8 +303,9 @@ async fn a_critical_incident_pages_every_channel_escalates_unacknowledged_and_re
     assert!(
         deliveries
             .iter()
-            .any(|d| d["notice"]["key"] == format!("{alert_id}/escalation/1")
+            .any(|d| d["notice"]["key"] == escalation.as_str()
                 && d["group"] == "Ops team"
+                && d["channel"] == "slack"
                 && d["status"] == "sent"),
         "{deliveries:?}"
     );

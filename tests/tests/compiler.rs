@@ -39,15 +39,16 @@ fn plugins_compiling_with(dir: &Path, compiler: Option<CompilerProcess>) -> Plug
     }
 }
 
-/// The load error of `wasm` (the echo guest's manifest) under `compiler`.
+/// Why `compiler` could not compile `wasm` (the echo guest's manifest): a
+/// failure of the compile, not a refusal of the bytes.
 async fn compile_error(dir: &Path, compiler: CompilerProcess, wasm: Vec<u8>) -> String {
     let plugins = plugins_compiling_with(dir, Some(compiler));
     let err = plugins
         .load(&echo_manifest(), wasm, PluginSource::Bundled)
         .await
         .unwrap_err();
-    let LoadError::Compile(message) = err else {
-        panic!("expected a compile error, got {err:?}");
+    let LoadError::Compiler(message) = err else {
+        panic!("expected a failed compile, got {err:?}");
     };
     assert_eq!(artifacts(dir), 0, "nothing cached");
     assert!(plugins.list(None).is_empty(), "nothing loaded");

@@ -301,7 +301,7 @@ impl From<LoadError> for ApiError {
     fn from(err: LoadError) -> Self {
         let code = match &err {
             LoadError::Manifest(_) => "invalid_manifest",
-            LoadError::Compile(_) => "invalid_component",
+            LoadError::Compile(_) | LoadError::Compiler(_) => "invalid_component",
             LoadError::WrongWorld { .. } => "wrong_world",
             LoadError::Mismatch(_) => "manifest_mismatch",
             LoadError::Forbidden(_) => {

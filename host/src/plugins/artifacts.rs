@@ -18,6 +18,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::compiler::{CompileFailure, CompilerProcess};
+use super::errors::LoadError;
 
 /// How a component was obtained, for the load log line and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,7 @@ impl ArtifactCache {
         engine: &Engine,
         wasm: &[u8],
         wasm_sha256: &str,
-    ) -> wasmtime::Result<(Component, Origin)> {
+    ) -> Result<(Component, Origin), LoadError> {
         let entry = self.entry(wasm_sha256);
         if let Some(path) = entry.as_deref().filter(|path| path.exists()) {
             // SAFETY: entries are written only by `store` below, from
@@ -125,9 +126,9 @@ impl ArtifactCache {
                         "the compiler process's artifact is unusable; compiling here"
                     ),
                 },
-                Err(CompileFailure::Refused(message)) => return Err(wasmtime::Error::msg(message)),
+                Err(CompileFailure::Refused(message)) => return Err(LoadError::Compile(message)),
                 Err(CompileFailure::Crashed(message)) => {
-                    return Err(wasmtime::Error::msg(format!(
+                    return Err(LoadError::Compiler(format!(
                         "the compiler process failed: {message}"
                     )));
                 }
@@ -137,7 +138,8 @@ impl ArtifactCache {
                 ),
             }
         }
-        let mut component = Component::new(engine, wasm)?;
+        let mut component =
+            Component::new(engine, wasm).map_err(|err| LoadError::Compile(format!("{err:#}")))?;
         if let Some(path) = entry {
             match component.serialize() {
                 Ok(bytes) => match store(&path, &bytes) {

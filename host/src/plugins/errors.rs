@@ -17,6 +17,11 @@ pub enum LoadError {
     /// The bytes are not a component wasmtime can compile.
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
+    /// The compile did not finish, whatever the bytes: the compiler
+    /// process failed or ran past one of its limits, or the host is
+    /// stopping.
+    #[error("the component could not be compiled: {0}")]
+    Compiler(String),
     /// The component does not match its kind's world, or imports something
     /// the host does not offer.
     #[error("component does not fit world `{world}`: {message}")]

@@ -414,7 +414,7 @@ impl Plugins {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| LoadError::Compile("the host is shutting down".into()))?;
+            .map_err(|_| LoadError::Compiler("the host is shutting down".into()))?;
         let (files, sha, compiled) = tokio::task::spawn_blocking(move || {
             let wasm = bundled.or(files.wasm.as_deref()).unwrap_or_default();
             let compiled = artifacts.component(&engine, wasm, &wasm_sha256);
@@ -422,8 +422,8 @@ impl Plugins {
             (files, wasm_sha256, compiled)
         })
         .await
-        .map_err(|err| LoadError::Compile(format!("compiler thread failed: {err}")))?;
-        let (component, origin) = compiled.map_err(|err| LoadError::Compile(format!("{err:#}")))?;
+        .map_err(|err| LoadError::Compiler(format!("compiler thread failed: {err}")))?;
+        let (component, origin) = compiled?;
         let prepared = self
             .runtime
             .prepare(manifest.kind, &component)
