@@ -127,11 +127,7 @@ impl ArtifactCache {
                     ),
                 },
                 Err(CompileFailure::Refused(message)) => return Err(LoadError::Compile(message)),
-                Err(CompileFailure::Crashed(message)) => {
-                    return Err(LoadError::Compiler(format!(
-                        "the compiler process failed: {message}"
-                    )));
-                }
+                Err(CompileFailure::Crashed(message)) => return Err(LoadError::Compiler(message)),
                 Err(CompileFailure::Unavailable(message)) => tracing::warn!(
                     error = %message,
                     "no compiler process; compiling in the host's"

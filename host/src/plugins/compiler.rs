@@ -238,7 +238,7 @@ impl CompileLimits {
                 self.memory_bytes >> 20
             )
         } else {
-            format!("{status}: {said}")
+            format!("the compiler process failed: {status}: {said}")
         }
     }
 }
