@@ -218,10 +218,11 @@ async fn every_export_gets_the_call_context_of_its_call() {
         .check(&team, &checker, &json!({"context": true}), caller())
         .await
         .unwrap();
-    let words: Vec<&str> = report.message.split(' ').collect();
-    assert_eq!(words[..2], ["testing", "checker"]);
-    assert!(words[2].starts_with("call_"), "{}", report.message);
-    assert_eq!(words[3..], ["Some(\"worker_7\")", "Some(\"task_9\")"]);
+    assert_told(
+        &report.message,
+        "checker",
+        ["Some(\"worker_7\")", "Some(\"task_9\")"],
+    );
 
     let (_, fixer) = testing("fixer");
     let incident = Incident {
@@ -238,10 +239,16 @@ async fn every_export_gets_the_call_context_of_its_call() {
         .recover(&team, &fixer, &incident, Caller::default())
         .await
         .unwrap();
-    let words: Vec<&str> = report.notes.split(' ').collect();
-    assert_eq!(words[..2], ["testing", "fixer"]);
-    assert!(words[2].starts_with("call_"), "{}", report.notes);
-    assert_eq!(words[3..], ["None", "None"]);
+    assert_told(&report.notes, "fixer", ["None", "None"]);
+}
+
+/// A test guest's report of the context it was told: `testing <plugin>
+/// call_<n> <worker> <subject>`.
+fn assert_told(report: &str, plugin: &str, worker_and_subject: [&str; 2]) {
+    let words: Vec<&str> = report.split(' ').collect();
+    assert_eq!(words[..2], ["testing", plugin]);
+    assert!(words[2].starts_with("call_"), "{report}");
+    assert_eq!(words[3..], worker_and_subject);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

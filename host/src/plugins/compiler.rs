@@ -83,6 +83,49 @@ impl CompileLimits {
         cpu_seconds: 300,
         wall_seconds: 600,
     };
+
+    /// Sets these limits on the calling process.
+    fn apply(self) -> std::io::Result<()> {
+        let set = |resource, soft: u64, hard: u64| {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: `setrlimit` only reads the struct passed by reference.
+            if unsafe { libc::setrlimit(resource, &limit) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        set(libc::RLIMIT_DATA, self.memory_bytes, self.memory_bytes)?;
+        // SIGXCPU at the limit; SIGKILL a second later if that is ignored.
+        set(
+            libc::RLIMIT_CPU,
+            self.cpu_seconds,
+            self.cpu_seconds.saturating_add(1),
+        )
+    }
+
+    /// What a compiler process that ended with `status`, having said
+    /// `said`, ran into: one of these limits, or a crash of its own.
+    fn overrun(&self, status: ExitStatus, said: &str) -> String {
+        // The soft CPU limit's SIGXCPU ends the child (it does not catch
+        // it); a SIGKILL may be anyone's, so it is reported as it is.
+        if status.signal() == Some(libc::SIGXCPU) {
+            format!(
+                "the compiler process used its {} s of CPU time ({status})",
+                self.cpu_seconds
+            )
+        } else if said.contains("memory allocation of") {
+            format!(
+                "the compiler process ran out of its {} MiB of memory ({status})",
+                self.memory_bytes >> 20
+            )
+        } else {
+            format!("the compiler process failed: {status}: {said}")
+        }
+    }
 }
 
 impl Default for CompileLimits {
@@ -192,53 +235,10 @@ impl CompilerProcess {
                 )));
             }
             // A compile takes tenths of a second to minutes: checking every
-            // 20 ms costs nothing and ends a wait soon after the exit.
+            // 20 ms costs nothing and ends a wait soon after the exit. Polled
+            // rather than woken by SIGCHLD (as `wait-timeout` does): tokio
+            // owns that signal for the processes plugins run.
             std::thread::sleep(WAIT_STEP);
-        }
-    }
-}
-
-impl CompileLimits {
-    /// Sets these limits on the calling process.
-    fn apply(self) -> std::io::Result<()> {
-        let set = |resource, soft: u64, hard: u64| {
-            let limit = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            // SAFETY: `setrlimit` only reads the struct passed by reference.
-            if unsafe { libc::setrlimit(resource, &limit) } == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        };
-        set(libc::RLIMIT_DATA, self.memory_bytes, self.memory_bytes)?;
-        // SIGXCPU at the limit; SIGKILL a second later if that is ignored.
-        set(
-            libc::RLIMIT_CPU,
-            self.cpu_seconds,
-            self.cpu_seconds.saturating_add(1),
-        )
-    }
-
-    /// What a compiler process that ended with `status`, having said
-    /// `said`, ran into: one of these limits, or a crash of its own.
-    fn overrun(&self, status: ExitStatus, said: &str) -> String {
-        // The soft CPU limit's SIGXCPU ends the child (it does not catch
-        // it); a SIGKILL may be anyone's, so it is reported as it is.
-        if status.signal() == Some(libc::SIGXCPU) {
-            format!(
-                "the compiler process used its {} s of CPU time ({status})",
-                self.cpu_seconds
-            )
-        } else if said.contains("memory allocation of") {
-            format!(
-                "the compiler process ran out of its {} MiB of memory ({status})",
-                self.memory_bytes >> 20
-            )
-        } else {
-            format!("the compiler process failed: {status}: {said}")
         }
     }
 }
